@@ -1,0 +1,328 @@
+"""Typed configuration, loaded from params.yaml.
+
+params.yaml is the single source of every knob that DVC tracks. Each section below is a pydantic
+model with help text; unknown keys are errors (a typo must not silently do nothing), and values
+are coerced when that is unambiguous (DVC's `-S lr=3e-5` writes the string '3e-05').
+Training sections hold named profiles (`tiny-cpu`, `qwen2-vl-7b`) and a `profile` key that picks
+one, so switching to the paper's GPU settings is a one-word change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+TASKS: tuple[str, ...] = (
+    "common_object",
+    "correspondence",
+    "diff",
+    "group_grounding",
+    "multi_view",
+    "object_tracking",
+    "reasoning",
+    "refer_grounding",
+    "region",
+    "view_diff",
+)
+
+AnswerFormat = Literal["indexed", "univg-r1"]
+WeightingMode = Literal["exp", "power", "log", "none"]
+
+
+class ConfigError(ValueError):
+    """A params file or override that cannot be turned into a valid config."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+
+class DataConfig(Section):
+    source: Literal["synth", "univg-r1", "mig-bench"] = Field(
+        "synth", description="Where the data stage gets records: generate mig-synth, or import a file."
+    )
+    import_path: str = Field("", description="File to import when source is not 'synth'.")
+    image_root: str = Field("", description="Image folder for imported files (default: the file's folder).")
+    out_dir: str = Field("data/mig-synth", description="Folder the data stage writes splits and images to.")
+    seed: int = Field(0, description="Base seed; train/val/test use disjoint seed streams derived from it.")
+    tasks: list[str] = Field(list(TASKS), description="Which mig-synth tasks to generate.")
+    train_per_task: int = Field(200, ge=1, description="Training samples per task.")
+    val_per_task: int = Field(10, ge=0, description="Validation samples per task.")
+    test_per_task: int = Field(30, ge=1, description="Test samples per task.")
+    image_size: int = Field(112, ge=56, le=1024, description="Side of each square image in pixels (multiple of 28).")
+    max_images: int = Field(4, ge=2, le=6, description="Upper bound on images per sample.")
+    clutter: float = Field(0.0, ge=0.0, le=1.0, description="Share of background clutter (difficulty knob).")
+    distractors: int = Field(2, ge=0, le=6, description="Extra objects per image besides the ones a task needs.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: list[str]) -> list[str]:
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+        return tasks
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_28(cls, size: int) -> int:
+        if size % 28:
+            raise ValueError(f"{size} is not a multiple of 28 (Qwen2-VL patch 14 x merge 2)")
+        return size
+
+
+class ModelConfig(Section):
+    base: str = Field(
+        "tiny",
+        description="'tiny' builds the offline tiny Qwen2-VL; otherwise a local path, a hub id or an MLflow models:/ URI.",
+    )
+    out_dir: str = Field("models/base", description="Where the base_model stage saves the checkpoint folder.")
+    vocab_size: int = Field(1024, ge=300, description="Tiny model: BPE vocabulary size (before special tokens).")
+    hidden_size: int = Field(128, ge=16, description="Tiny model: text hidden size.")
+    num_layers: int = Field(4, ge=1, description="Tiny model: text decoder layers.")
+    num_heads: int = Field(4, ge=1, description="Tiny model: attention heads (head_dim = hidden/heads).")
+    num_kv_heads: int = Field(2, ge=1, description="Tiny model: key/value heads.")
+    intermediate_size: int = Field(384, ge=16, description="Tiny model: MLP width.")
+    vision_depth: int = Field(2, ge=1, description="Tiny model: vision transformer blocks.")
+    vision_embed_dim: int = Field(96, ge=16, description="Tiny model: vision embedding size.")
+    vision_heads: int = Field(4, ge=1, description="Tiny model: vision attention heads.")
+    min_pixels: int = Field(56 * 56, ge=28 * 28, description="Processor: smallest image area after resizing.")
+    max_pixels: int = Field(224 * 224, ge=28 * 28, description="Processor: largest image area after resizing.")
+    seed: int = Field(0, description="Seed for the tiny model's initial weights.")
+
+
+class OpenAITeacherConfig(Section):
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible endpoint (vLLM, hosted Qwen-VL, OpenAI).")
+    model: str = Field("qwen-vl-max", description="Model name sent with each request.")
+    judge_model: str = Field("", description="Model that picks the best candidate; empty: pick by rule score.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (never logged).")
+    max_concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
+    max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts, with exponential backoff.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds.")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature for candidate chains.")
+    price_per_1k_prompt_tokens: float = Field(0.0, ge=0, description="For the cost tally.")
+    price_per_1k_completion_tokens: float = Field(0.0, ge=0, description="For the cost tally.")
+
+
+class CotConfig(Section):
+    teacher: Literal["rule", "openai"] = Field("rule", description="Which teacher writes the chains.")
+    num_candidates: int = Field(3, ge=1, description="Chains generated per record; the best is kept.")
+    answer_format: AnswerFormat = Field("indexed", description="Answer format of the SFT targets.")
+    out_dir: str = Field("data/cot", description="Where generated chains are written.")
+    openai: OpenAITeacherConfig = Field(default_factory=OpenAITeacherConfig)
+    seed: int = Field(0, description="Seed for the rule teacher's wording.")
+
+
+class ValidateConfig(Section):
+    out_dir: str = Field("data/validated", description="Where accepted/rejected/report are written.")
+    min_chain_chars: int = Field(20, ge=0, description="Shortest acceptable chain.")
+    max_chain_chars: int = Field(2000, ge=1, description="Longest acceptable chain.")
+    max_images: int = Field(8, ge=1, description="Most images a record may have.")
+    answer_iou_threshold: float = Field(
+        0.9, ge=0, le=1, description="Min IoU of a chain's own answer box with the ground truth."
+    )
+    min_accept_fraction: float = Field(0.8, ge=0, le=1, description="Stage fails below this accepted share.")
+
+
+class TrainProfile(Section):
+    """Settings shared by SFT and GRPO profiles."""
+
+    learning_rate: float = Field(gt=0, description="Peak learning rate.")
+    lr_scheduler_type: str = Field("cosine", description="transformers scheduler name.")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Share of steps spent warming up.")
+    num_train_epochs: float = Field(1.0, gt=0, description="Epochs over the training data.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    per_device_train_batch_size: int = Field(8, ge=1, description="Batch per device.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    use_lora: bool = Field(False, description="Train LoRA adapters instead of all weights.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    lora_dropout: float = Field(0.05, ge=0, le=1, description="LoRA dropout.")
+    freeze_vision: bool = Field(True, description="Keep the vision tower frozen.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    bf16: bool | Literal["auto"] = Field("auto", description="bf16 where the hardware supports it.")
+    max_pixels: int = Field(401408, ge=784, description="Largest image area fed to the model.")
+    save_steps: int = Field(50, ge=1, description="Checkpoint interval in optimizer steps.")
+    logging_steps: int = Field(5, ge=1, description="Metrics logging interval.")
+    deepspeed: str = Field("", description="DeepSpeed config file (GPU profiles).")
+    seed: int = Field(0, description="Training seed.")
+
+
+class SFTProfile(TrainProfile):
+    max_length: int = Field(6000, ge=16, description="Token cutoff per sample (longer samples are dropped, not cut).")
+    sample_every_steps: int = Field(0, ge=0, description="Log sample generations every N steps (0: off).")
+
+
+class GRPOProfile(TrainProfile):
+    num_generations: int = Field(8, ge=2, description="Group size G: completions per prompt.")
+    beta: float = Field(0.04, ge=0, description="KL coefficient against the frozen reference.")
+    epsilon: float = Field(0.2, gt=0, description="PPO-style clip range.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    max_completion_length: int = Field(256, ge=8, description="Max new tokens per completion.")
+    loss_type: str = Field("grpo", description="TRL loss type; 'grpo' averages per sequence, then over the batch.")
+    scale_rewards: str = Field("group", description="TRL reward scaling: 'group' divides by the group std.")
+    weighting: WeightingMode = Field("exp", description="Difficulty-aware weighting mode ('none' = plain GRPO).")
+    weighting_k: float = Field(1.0, gt=0, description="Exponent k of the 'power' mode.")
+    use_vllm: bool = Field(False, description="Generate with vLLM (GPU only).")
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="vLLM mode passed to TRL.")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vLLM memory share in colocate mode.")
+    sample_every_steps: int = Field(0, ge=0, description="Log sample completions every N steps (0: off).")
+
+
+def _tiny_sft() -> SFTProfile:
+    return SFTProfile(
+        learning_rate=2e-3, lr_scheduler_type="cosine", warmup_ratio=0.05, num_train_epochs=3,
+        per_device_train_batch_size=16, freeze_vision=False, max_length=1024, max_pixels=224 * 224,
+        save_steps=100, logging_steps=10, sample_every_steps=0,
+    )
+
+
+def _paper_sft() -> SFTProfile:
+    # UniVG-R1 cold start: lr 5e-6 cosine, warmup 0.015, 1 epoch, global batch 24 (8 GPUs x 3),
+    # cutoff 6000 tokens, max pixels 401408, vision tower frozen, full fine-tune, ZeRO-3.
+    return SFTProfile(
+        learning_rate=5e-6, lr_scheduler_type="cosine", warmup_ratio=0.015, num_train_epochs=1,
+        per_device_train_batch_size=3, gradient_accumulation_steps=1, freeze_vision=True,
+        gradient_checkpointing=True, bf16=True, max_length=6000, max_pixels=401408, save_steps=500,
+        logging_steps=10, deepspeed="infra/accelerate/zero3.json",
+    )
+
+
+def _tiny_grpo() -> GRPOProfile:
+    return GRPOProfile(
+        learning_rate=2e-4, lr_scheduler_type="constant", num_train_epochs=1, max_steps=40,
+        per_device_train_batch_size=32, num_generations=8, beta=0.0, temperature=1.0,
+        max_completion_length=96, freeze_vision=False, max_pixels=224 * 224, save_steps=20,
+        logging_steps=2,
+    )
+
+
+def _paper_grpo() -> GRPOProfile:
+    # UniVG-R1 RL: G=8, 16 prompts/step (8 GPUs x 2 prompts x 8 completions = 128 completions),
+    # lr 1e-6 linear, beta 0.04, epsilon 0.2, temperature 1.0, 256 new tokens, 1 epoch.
+    return GRPOProfile(
+        learning_rate=1e-6, lr_scheduler_type="linear", num_train_epochs=1,
+        per_device_train_batch_size=16, gradient_accumulation_steps=1, num_generations=8,
+        beta=0.04, epsilon=0.2, temperature=1.0, max_completion_length=256, freeze_vision=True,
+        gradient_checkpointing=True, bf16=True, max_pixels=401408, save_steps=100,
+        deepspeed="infra/accelerate/zero3.json",
+    )
+
+
+class SFTConfig(Section):
+    profile: Literal["tiny-cpu", "qwen2-vl-7b"] = Field("tiny-cpu", description="Which profile below is used.")
+    out_dir: str = Field("models/sft", description="Checkpoint folder of the SFT stage.")
+    resume: Literal["auto", "never"] = Field("auto", description="'auto' continues from the newest checkpoint.")
+    tiny_cpu: SFTProfile = Field(default_factory=_tiny_sft, alias="tiny-cpu")
+    qwen2_vl_7b: SFTProfile = Field(default_factory=_paper_sft, alias="qwen2-vl-7b")
+
+    @property
+    def active(self) -> SFTProfile:
+        return self.tiny_cpu if self.profile == "tiny-cpu" else self.qwen2_vl_7b
+
+
+class GRPOConfig(Section):
+    profile: Literal["tiny-cpu", "qwen2-vl-7b"] = Field("tiny-cpu", description="Which profile below is used.")
+    init: Literal["sft", "base"] = Field("sft", description="Start from the SFT checkpoint or the base model.")
+    out_dir: str = Field("models/grpo", description="Checkpoint folder of the GRPO stage.")
+    resume: Literal["auto", "never"] = Field("auto", description="'auto' continues from the newest checkpoint.")
+    tiny_cpu: GRPOProfile = Field(default_factory=_tiny_grpo, alias="tiny-cpu")
+    qwen2_vl_7b: GRPOProfile = Field(default_factory=_paper_grpo, alias="qwen2-vl-7b")
+
+    @property
+    def active(self) -> GRPOProfile:
+        return self.tiny_cpu if self.profile == "tiny-cpu" else self.qwen2_vl_7b
+
+
+class EvalConfig(Section):
+    benchmark: str = Field("mig-synth", description="Benchmark loader name for the pipeline's eval stage.")
+    models: list[str] = Field(["base", "sft", "grpo"], description="Which pipeline models the eval stage scores.")
+    batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
+    max_new_tokens: int = Field(128, ge=8, description="Generation budget per answer.")
+    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the 95% intervals.")
+    report_samples: int = Field(24, ge=0, description="Samples drawn in the HTML report.")
+    out_dir: str = Field("eval", description="Per-model predictions, metrics and reports.")
+    metrics_file: str = Field("metrics/eval.json", description="The pipeline's metrics file (contract).")
+    seed: int = Field(0, description="Bootstrap seed.")
+
+
+class GateConfig(Section):
+    benchmark: str = Field("mig-synth", description="Benchmark whose Acc@0.5 decides promotion.")
+    min_delta: float = Field(0.0, ge=0, description="Acc@0.5 gain over the champion needed to promote.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Paired-bootstrap interval level; it must exclude 0.")
+    model_name: str = Field("univg", description="Registered model name in MLflow.")
+
+
+class TrackingConfig(Section):
+    uri: str = Field("", description="MLflow tracking URI; empty: sqlite mlruns.db in the repo. MLFLOW_TRACKING_URI wins.")
+    experiment: str = Field("univg", description="MLflow experiment every stage logs to.")
+
+
+class Params(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    cot: CotConfig = Field(default_factory=CotConfig)
+    validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+def _describe(error: ValidationError, raw: dict[str, Any]) -> str:
+    lines = []
+    for err in error.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        value = raw
+        for part in err["loc"]:
+            value = value.get(part, "<missing>") if isinstance(value, dict) else "<n/a>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        else:
+            lines.append(f"'{key}' = {value!r}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_params(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "params") -> Params:
+    """Validate a params tree (plus dotted overrides like {'grpo.tiny-cpu.beta': 0.04})."""
+    raw = dict(raw or {})
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, yaml.safe_load(value) if isinstance(value, str) else value)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_describe(error, raw)}") from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read params.yaml into typed config; a missing file gives the defaults."""
+    path = Path(path)
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return parse_params(raw, overrides, source=str(path))
+
+
+def dump_params(params: Params) -> str:
+    """The params tree as YAML, with the aliases users write (tiny-cpu, validate)."""
+    return yaml.safe_dump(params.model_dump(by_alias=True, mode="json"), sort_keys=False)
