@@ -1,0 +1,326 @@
+"""`univg`: one command per pipeline verb. Each DVC stage runs one of these.
+
+Heavy libraries (torch, transformers, great_expectations, mlflow) are imported inside the
+commands, so `univg --help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from univg.config import ConfigError, Params, load_params
+
+app = typer.Typer(
+    help=(
+        "Reasoning-guided universal visual grounding (UniVG-R1), end to end: synthetic or imported "
+        "multi-image grounding data -> teacher CoT -> validation -> SFT -> GRPO with difficulty-aware "
+        "weighting -> evaluation -> MLflow promotion. Every knob lives in params.yaml; `dvc repro` runs "
+        "the whole pipeline. Override any knob with -S section.key=value."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Generate, import and inspect grounding records.", no_args_is_help=True)
+model_app = typer.Typer(help="Build or check base models.", no_args_is_help=True)
+cot_app = typer.Typer(help="Write chains of thought with a teacher, then validate them.", no_args_is_help=True)
+train_app = typer.Typer(help="Fine-tune: CoT SFT (cold start), then GRPO.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
+app.add_typer(cot_app, name="cot")
+app.add_typer(train_app, name="train")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="The params file (every knob; DVC tracks it).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-S", help="Override a param, e.g. -S grpo.tiny-cpu.beta=0.04 (repeatable)."),
+]
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Stop with a clear one-line message on stderr (never a bare traceback for bad input)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def params_from(path: Path, overrides: list[str] | None) -> Params:
+    parsed: dict[str, Any] = {}
+    for item in overrides or []:
+        if "=" not in item:
+            fail(f"override {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        parsed[key.strip()] = value
+    try:
+        return load_params(path, parsed)
+    except ConfigError as error:
+        fail(str(error))
+        raise  # unreachable; keeps type checkers happy
+
+
+def echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------- config
+@app.command("params")
+def show_params(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Print the effective params (file + overrides), validated, as YAML."""
+    from univg.config import dump_params
+
+    typer.echo(dump_params(params_from(params, set_)))
+
+
+# ----------------------------------------------------------------------------- data
+@data_app.command("synth")
+def data_synth(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: data.out_dir).")] = None,
+) -> None:
+    """Generate mig-synth: train/val/test JSONL + PNGs + a dataset card, logged to MLflow."""
+    from univg.data.stage import run_data_stage
+
+    echo_json(run_data_stage(params_from(params, set_), out))
+
+
+@data_app.command("import")
+def data_import(
+    input: Annotated[Path, typer.Option("--input", help="Benchmark or training file to import.")],
+    format: Annotated[str, typer.Option(help="Loader name: mig-bench, univg-r1, reasoning-grounding, mig-synth.")],
+    out: Annotated[Path, typer.Option(help="Output folder for records.jsonl and quarantine.jsonl.")],
+    image_root: Annotated[Path | None, typer.Option(help="Image folder (default: the file's folder).")] = None,
+) -> None:
+    """Convert a file into grounding records; malformed rows are quarantined with reasons."""
+    from univg.data.stage import import_records
+
+    try:
+        echo_json(import_records(format, input, out, image_root))
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+
+
+@data_app.command("inspect")
+def data_inspect(
+    file: Annotated[Path, typer.Argument(help="A grounding-record JSONL file.")],
+    image_root: Annotated[Path | None, typer.Option(help="Image folder (default: the file's folder).")] = None,
+    sheet: Annotated[Path | None, typer.Option(help="Write a contact-sheet PNG with ground-truth boxes.")] = None,
+    max_samples: Annotated[int, typer.Option(help="Samples on the contact sheet.")] = 16,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Counts per task and every schema problem with its line number and reason."""
+    from univg.data.inspect import format_report, inspect_file
+
+    if not file.is_file():
+        fail(f"{file}: no such file")
+    report = inspect_file(file, image_root=image_root, sheet_path=sheet, max_samples=max_samples)
+    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    if report.get("invalid"):
+        raise typer.Exit(2)
+
+
+# ----------------------------------------------------------------------------- model
+@model_app.command("build")
+def model_build(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    corpus: Annotated[list[Path] | None, typer.Option(help="Record files whose text trains the tokenizer.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: model.out_dir).")] = None,
+) -> None:
+    """Build the base model: the offline tiny Qwen2-VL, or resolve a real checkpoint (model.base)."""
+    from univg.models.stage import run_base_model_stage
+
+    echo_json(run_base_model_stage(params_from(params, set_), corpus or [], out))
+
+
+# ----------------------------------------------------------------------------- cot
+@cot_app.command("generate")
+def cot_generate(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    input: Annotated[Path | None, typer.Option("--input", help="Records (default: <data.out_dir>/train.jsonl).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output JSONL (default: <cot.out_dir>/train.jsonl).")] = None,
+    image_root: Annotated[Path | None, typer.Option(help="Image folder (default: the file's folder).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N records.")] = None,
+) -> None:
+    """Write chains with the configured teacher (rule or any OpenAI-compatible endpoint)."""
+    from univg.cot.generate import run_cot_stage
+
+    cfg = params_from(params, set_)
+    input = input or Path(cfg.data.out_dir) / "train.jsonl"
+    out = out or Path(cfg.cot.out_dir) / "train.jsonl"
+    if not input.is_file():
+        fail(f"{input}: no such file (run the data stage first)")
+    echo_json(run_cot_stage(cfg, input, out, image_root=image_root, limit=limit))
+
+
+@cot_app.command("validate")
+def cot_validate(
+    input: Annotated[Path, typer.Option("--input", help="CoT records to validate.")],
+    out: Annotated[Path, typer.Option(help="Folder for accepted.jsonl, rejected.jsonl, report.json, data_docs/.")],
+    image_root: Annotated[Path | None, typer.Option(help="Image folder (default: the file's folder).")] = None,
+    test_split: Annotated[Path | None, typer.Option(help="Test records: their ids must not appear here.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Validate CoT data with a Great Expectations suite; every input line lands in exactly one file."""
+    from univg.cot.validate import ValidationFailed, run_validate_stage
+
+    if not input.is_file():
+        fail(f"{input}: no such file")
+    try:
+        echo_json(run_validate_stage(params_from(params, set_), input, out, image_root, test_split))
+    except ValidationFailed as error:
+        fail(str(error))
+
+
+# ----------------------------------------------------------------------------- train
+@train_app.command("sft")
+def train_sft(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    train: Annotated[Path | None, typer.Option(help="Validated CoT records (default: <validate.out_dir>/accepted.jsonl).")] = None,
+    model: Annotated[str | None, typer.Option(help="Base model: folder, hub id or models:/ URI (default: model.out_dir).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Checkpoint folder (default: sft.out_dir).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+) -> None:
+    """CoT SFT (cold start) with TRL's SFTTrainer; loss on the completion only."""
+    from univg.train.sft import train_sft as run
+
+    cfg = params_from(params, set_)
+    train = train or Path(cfg.validate_.out_dir) / "accepted.jsonl"
+    if not train.is_file():
+        fail(f"{train}: no such file (run the validate stage first)")
+    echo_json(run(cfg, train, model or cfg.model.out_dir, out or Path(cfg.sft.out_dir), max_steps=max_steps))
+
+
+@train_app.command("grpo")
+def train_grpo(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    train: Annotated[Path | None, typer.Option(help="Records with boxes (default: <data.out_dir>/train.jsonl).")] = None,
+    model: Annotated[str | None, typer.Option(help="Start model (default: the SFT or base model, per grpo.init).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Checkpoint folder (default: grpo.out_dir).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+) -> None:
+    """GRPO with IoU + format rewards and difficulty-aware weighting (TRL's GRPOTrainer)."""
+    from univg.train.grpo import train_grpo as run
+
+    cfg = params_from(params, set_)
+    train = train or Path(cfg.data.out_dir) / "train.jsonl"
+    if not train.is_file():
+        fail(f"{train}: no such file (run the data stage first)")
+    init = model or (str(Path(cfg.sft.out_dir) / "final") if cfg.grpo.init == "sft" else cfg.model.out_dir)
+    echo_json(run(cfg, train, init, out or Path(cfg.grpo.out_dir), max_steps=max_steps))
+
+
+# ----------------------------------------------------------------------------- eval
+@app.command("eval")
+def evaluate(
+    model: Annotated[str | None, typer.Option(help="Model folder, hub id or models:/ URI.")] = None,
+    benchmark: Annotated[str | None, typer.Option(help="Benchmark loader: mig-synth, mig-bench, univg-r1, reasoning-grounding.")] = None,
+    annotations: Annotated[Path | None, typer.Option(help="The benchmark's annotation file.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for predictions.jsonl, metrics.json and report/.")] = None,
+    image_root: Annotated[Path | None, typer.Option(help="Image folder (default: the file's folder).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N records.")] = None,
+    pipeline: Annotated[bool, typer.Option("--pipeline", help="Evaluate the pipeline's base/sft/grpo models on the test split (the DVC stage).")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Batched greedy generation, scoring with bootstrap intervals, and an HTML report."""
+    cfg = params_from(params, set_)
+    if pipeline:
+        from univg.eval.run import run_eval_stage
+
+        echo_json(run_eval_stage(cfg, pipeline_models(cfg), Path(cfg.data.out_dir) / "test.jsonl",
+                                 Path(cfg.eval.out_dir), Path(cfg.eval.metrics_file)))
+        return
+    missing = [name for name, value in (("--model", model), ("--benchmark", benchmark),
+                                        ("--annotations", annotations), ("--out", out)) if value is None]
+    if missing:
+        fail(f"missing {', '.join(missing)} (or use --pipeline)")
+    if not annotations.is_file():
+        fail(f"{annotations}: no such file")
+    from univg.eval.run import evaluate_model
+
+    metrics = evaluate_model(model, benchmark, annotations, out, image_root=image_root,
+                             batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                             limit=limit, report_samples=cfg.eval.report_samples,
+                             n_bootstrap=cfg.eval.n_bootstrap, params=cfg)
+    echo_json({k: metrics[k] for k in ("acc@0.3", "acc@0.5", "acc@0.7", "miou", "n", "avg") if k in metrics})
+
+
+def pipeline_models(cfg: Params) -> dict[str, str]:
+    """The pipeline's models that exist on disk, by eval name."""
+    candidates = {
+        "base": Path(cfg.model.out_dir),
+        "sft": Path(cfg.sft.out_dir) / "final",
+        "grpo": Path(cfg.grpo.out_dir) / "final",
+    }
+    return {name: str(path) for name, path in candidates.items()
+            if name in cfg.eval.models and (path / "config.json").exists()}
+
+
+@app.command("score")
+def score(
+    benchmark: Annotated[str, typer.Option(help="Benchmark loader name (decides the annotation format).")],
+    annotations: Annotated[Path, typer.Option(help="The benchmark's annotation file.")],
+    predictions: Annotated[Path, typer.Option(help='JSONL of {"index": i, "response": "..."}.')],
+    out: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
+    image_root: Annotated[Path | None, typer.Option(help="Image folder (for pixel-coordinate conversions).")] = None,
+    coords: Annotated[str, typer.Option(help="Prediction coordinates: norm1000, unit or qwen25-abs.")] = "norm1000",
+    answer_format: Annotated[str | None, typer.Option(help="indexed or univg-r1 (default: the benchmark's).")] = None,
+) -> None:
+    """Score predictions: Acc@0.3/0.5/0.7, mean IoU, per task, task average, bootstrap 95% intervals."""
+    from univg.eval.scoring import score_file
+
+    for path in (annotations, predictions):
+        if not path.is_file():
+            fail(f"{path}: no such file")
+    try:
+        metrics = score_file(benchmark, annotations, predictions, out, image_root=image_root,
+                             coords=coords, answer_format=answer_format)
+    except ValueError as error:
+        fail(str(error))
+    echo_json({k: metrics[k] for k in ("acc@0.3", "acc@0.5", "acc@0.7", "miou", "n", "avg")})
+
+
+# ----------------------------------------------------------------------------- registry / serving
+@app.command("promote")
+def promote(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Restore the previous champion.")] = False,
+) -> None:
+    """Register the pipeline's model; move `champion` only if it significantly beats the current one."""
+    from univg import registry
+
+    cfg = params_from(params, set_)
+    echo_json(registry.rollback(cfg) if rollback else registry.promote_pipeline(cfg))
+
+
+@app.command("serve")
+def serve(
+    model: Annotated[str, typer.Option(help="Model folder or models:/univg@champion.")] = "models:/univg@champion",
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+) -> None:
+    """Serve predictions over HTTP: POST /predict with images and a question."""
+    from univg.serve import serve as run
+
+    run(model, host, port)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

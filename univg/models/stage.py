@@ -1,0 +1,40 @@
+"""The `base_model` stage: build the offline tiny Qwen2-VL, or record which real checkpoint is used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from univg.config import Params
+from univg.tracking import stage_run
+
+
+def run_base_model_stage(params: Params, corpus_files: list[Path], out_dir: Path | None = None) -> dict[str, Any]:
+    cfg = params.model
+    out_dir = Path(out_dir or cfg.out_dir)
+    with stage_run("base_model", params, log_params={"model": cfg.model_dump(mode="json")}):
+        import mlflow
+
+        if cfg.base == "tiny":
+            from univg.models.tiny import build_tiny_model, corpus_from_records
+
+            missing = [str(p) for p in corpus_files if not Path(p).is_file()]
+            if missing:
+                raise FileNotFoundError(f"corpus file(s) not found: {', '.join(missing)}")
+            info = build_tiny_model(cfg, corpus_from_records(list(corpus_files)), out_dir)
+        else:
+            # A real checkpoint: resolve it once (fails clearly when offline without a copy) and
+            # save it here, so every later stage loads the same local folder.
+            from univg.models.loading import load_model_and_processor
+
+            model, processor = load_model_and_processor(cfg.base, padding_side="left")
+            model.save_pretrained(out_dir)
+            processor.save_pretrained(out_dir)
+            info = {"base": cfg.base, "parameters": sum(p.numel() for p in model.parameters())}
+            (out_dir / "univg_model.json").write_text(json.dumps(info, indent=2))
+        mlflow.log_dict(info, "model_info.json")
+        for key, value in info.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                mlflow.log_metric(key, value)
+        return info
