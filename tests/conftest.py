@@ -28,3 +28,9 @@ def mlflow_uri(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+from hypothesis import settings  # noqa: E402
+
+# A loaded 2-core CI machine must not fail a property test for being slow.
+settings.register_profile("univg", deadline=None, max_examples=60)
+settings.load_profile("univg")

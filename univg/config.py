@@ -298,9 +298,23 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def parse_params(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "params") -> Params:
-    """Validate a params tree (plus dotted overrides like {'grpo.tiny-cpu.beta': 0.04})."""
-    raw = dict(raw or {})
+    """Validate a params tree (plus dotted overrides like {'grpo.tiny-cpu.beta': 0.04}).
+
+    A partial tree is laid over the defaults, so `{'sft': {'tiny-cpu': {'learning_rate': 1e-3}}}`
+    changes one knob of one profile and keeps the rest of it.
+    """
+    raw = _deep_merge(Params().model_dump(by_alias=True, mode="json"), raw or {})
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, yaml.safe_load(value) if isinstance(value, str) else value)
     try:

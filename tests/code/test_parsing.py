@@ -1,0 +1,68 @@
+import pytest
+
+from univg.eval.parsing import completion_text, is_strict_format, parse_answer
+from univg.prompts import format_completion, instruction_text, user_message
+
+
+@pytest.mark.parametrize(
+    "text, allow_untagged, expected",
+    [
+        ("<think>x</think><answer>(1,2),(3,4)</answer>", False, ((1, 2, 3, 4), None)),
+        ("<answer>Image-2: (1, 2), (3, 4)</answer>", False, ((1, 2, 3, 4), 2)),
+        ("<think>(9,9),(10,10)</think><answer>(1,2),(3,4)</answer>", False, ((1, 2, 3, 4), None)),
+        ("<think>(9,9),(10,10)</think><answer>none</answer>", False, None),
+        ("<think>x</think><answer>(1,2),(3,4)", False, None),  # never closes: truncated
+        ("<answer>(1,2),(3,4)</answer><answer>(5,6),(7,8)</answer>", False, ((1, 2, 3, 4), None)),
+        ("<answer>(-1,2),(3,4)</answer>", False, None),
+        ("<answer>(1.5,2),(3,4)</answer>", False, None),
+        ("(1,2),(3,4)", False, None),
+        ("(1,2),(3,4)", True, ((1, 2, 3, 4), None)),
+        ("<think>(9,9),(10,10)</think> Image-3: (1,2),(3,4)", True, ((1, 2, 3, 4), 3)),
+        ("<answer>(1,2),(3,4)", True, None),  # an unclosed tag is still no answer
+        ("<answer>Image-2 (1,2),(3,4)</answer>", False, ((1, 2, 3, 4), None)),
+    ],
+)
+def test_parse_answer(text, allow_untagged, expected):
+    parsed = parse_answer(text, allow_untagged=allow_untagged)
+    assert (None if parsed is None else (parsed.box, parsed.image_index)) == expected
+
+
+def test_chat_message_completions():
+    message = [{"role": "assistant", "content": "<answer>(1,2),(3,4)</answer>"}]
+    assert parse_answer(message).box == (1, 2, 3, 4)
+    parts = [{"role": "assistant", "content": [{"type": "text", "text": "<answer>(5,6),(7,8)</answer>"}]}]
+    assert completion_text(parts) == "<answer>(5,6),(7,8)</answer>"
+
+
+@pytest.mark.parametrize(
+    "text, fmt, ok",
+    [
+        ("<think>a</think><answer>(1,2),(3,4)</answer>", "univg-r1", True),
+        ("preamble <think>a</think>\n<answer>(1, 2), (3, 4)</answer>\n", "univg-r1", True),
+        ("<think>a</think><answer>(1,2),(3,4)</answer> extra", "univg-r1", False),
+        ("<think>a</think><answer>(1,2),(3,4)</answer>\n\n", "univg-r1", False),
+        ("<think>a</think><answer>Image-1: (1,2),(3,4)</answer>", "univg-r1", False),
+        ("<think>a</think><answer>Image-1: (1,2),(3,4)</answer>", "indexed", True),
+        ("<think>a</think><answer>(1,2),(3,4)</answer>", "indexed", False),
+        ("<answer>Image-1: (1,2),(3,4)</answer>", "indexed", False),
+    ],
+)
+def test_strict_format(text, fmt, ok):
+    assert is_strict_format(text, fmt) is ok
+
+
+def test_sft_target_is_strict_and_parses_back():
+    text = format_completion("Image 2 has it.", [10, 20, 30, 40], 2, "indexed")
+    assert is_strict_format(text, "indexed")
+    assert parse_answer(text).box == (10, 20, 30, 40) and parse_answer(text).image_index == 2
+    assert is_strict_format(format_completion("c", [1, 2, 3, 4], 1, "univg-r1"), "univg-r1")
+
+
+def test_prompt_has_images_first_then_paper_instruction():
+    message = user_message(3, "Where?", "univg-r1")
+    assert [part["type"] for part in message["content"]] == ["image", "image", "image", "text"]
+    assert message["content"][-1]["text"].endswith(
+        "First output the thinking process in <think> </think> tags and then output the bounding box in <answer> </answer> tags."
+    )
+    with pytest.raises(ValueError):
+        instruction_text("q", "other")
