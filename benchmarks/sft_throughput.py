@@ -1,0 +1,112 @@
+"""SFT throughput (samples/s) of the default tiny-cpu profile on the default tiny model.
+
+Builds everything in a temporary folder: a small mig-synth train split, rule-teacher chains, the
+tiny Qwen2-VL at params.yaml's default sizes, then runs a few real SFT steps (no sample drawing,
+no intermediate checkpoints) and reports:
+  steady_samples_per_second   optimizer steps 2..N only (the first step pays one-off costs)
+  samples_per_cpu_second      the same steps per CPU-second of this process (robust on a shared box)
+  run_samples_per_second      the stage's own figure: all steps, wall clock of trainer.train()
+
+    python benchmarks/sft_throughput.py                 # 12 steps at the profile's batch (16)
+    python benchmarks/sft_throughput.py --steps 20 --per-task 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class StepTimer(TrainerCallback):
+    """Wall and CPU time of each optimizer step (collation, forward, backward, optimizer).
+
+    CPU time (this process, all threads) is the figure to compare on a shared machine: wall time
+    there depends on whoever else is running.
+    """
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self._started = (0.0, 0.0)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._started = (time.perf_counter(), time.process_time())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.wall.append(time.perf_counter() - self._started[0])
+        self.cpu.append(time.process_time() - self._started[1])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12, help="optimizer steps to time")
+    parser.add_argument("--per-task", type=int, default=8, help="training records per mig-synth task (10 tasks)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (profile, sizes)")
+    return parser.parse_args(argv)
+
+
+def build_inputs(params, per_task: int, scratch: Path) -> tuple[Path, Path]:
+    """(CoT training file, tiny model folder) in `scratch`."""
+    from univg.cot.generate import generate_cot
+    from univg.data.synth import generate_dataset
+    from univg.models.tiny import build_tiny_model, corpus_from_records
+
+    data_cfg = params.data.model_copy(update={"train_per_task": per_task, "val_per_task": 0, "test_per_task": 1})
+    generate_dataset(data_cfg, scratch / "data", progress=False)
+    cot_file = scratch / "cot" / "train.jsonl"
+    generate_cot(scratch / "data" / "train.jsonl", cot_file, params.cot)
+    build_tiny_model(params.model, corpus_from_records([cot_file]), scratch / "base")
+    return cot_file, scratch / "base"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from univg.config import load_params
+    from univg.train.sft import train_sft
+
+    # throughput only: no sample drawing, no checkpoint before the end
+    params = load_params(args.params, {
+        "sft.profile": "tiny-cpu", "sft.resume": "never",
+        "sft.tiny-cpu.sample_every_steps": 0, "sft.tiny-cpu.save_steps": args.steps + 1,
+    })
+    profile = params.sft.active
+    with tempfile.TemporaryDirectory(prefix="univg-sft-bench-") as tmp:
+        scratch = Path(tmp)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlruns.db'}"
+        train_file, base = build_inputs(params, args.per_task, scratch)
+        timer = StepTimer()
+        summary = train_sft(params, train_file, str(base), scratch / "sft", max_steps=args.steps, callbacks=[timer])
+
+    import torch
+
+    wall, cpu = timer.wall[1:] or timer.wall, timer.cpu[1:] or timer.cpu
+    batch = profile.per_device_train_batch_size * profile.gradient_accumulation_steps
+    result = {
+        "profile": "tiny-cpu",
+        "model": {k: getattr(params.model, k) for k in ("hidden_size", "num_layers", "vision_depth", "vocab_size")},
+        "batch_size": batch,
+        "steps": summary["global_step"],
+        "examples": summary["examples"],
+        "dropped_too_long": summary["dropped_too_long"],
+        "torch_threads": torch.get_num_threads(),
+        "steady_samples_per_second": round(batch * len(wall) / sum(wall), 2),
+        "samples_per_cpu_second": round(batch * len(cpu) / sum(cpu), 2),
+        "run_samples_per_second": summary["samples_per_second"],
+        "seconds_per_step": round(sum(wall) / len(wall), 3),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "train_loss_first": summary["train_loss_first"],
+        "train_loss_last": summary["train_loss_last"],
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
