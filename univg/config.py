@@ -104,6 +104,8 @@ class OpenAITeacherConfig(Section):
     temperature: float = Field(0.7, ge=0, description="Sampling temperature for candidate chains.")
     price_per_1k_prompt_tokens: float = Field(0.0, ge=0, description="For the cost tally.")
     price_per_1k_completion_tokens: float = Field(0.0, ge=0, description="For the cost tally.")
+    max_tokens: int = Field(512, ge=16, description="Completion token budget per candidate chain.")
+    backoff_s: float = Field(1.0, ge=0, description="First retry delay in seconds; doubles each retry (Retry-After wins).")
 
 
 class CotConfig(Section):
@@ -113,6 +115,10 @@ class CotConfig(Section):
     out_dir: str = Field("data/cot", description="Where generated chains are written.")
     openai: OpenAITeacherConfig = Field(default_factory=OpenAITeacherConfig)
     seed: int = Field(0, description="Seed for the rule teacher's wording.")
+    cache_dir: str = Field(
+        ".cache/cot",
+        description="Resumable cache of finished teacher rows (kept outside DVC outputs, which DVC deletes before a rerun).",
+    )
 
 
 class ValidateConfig(Section):
@@ -248,6 +254,12 @@ class EvalConfig(Section):
     out_dir: str = Field("eval", description="Per-model predictions, metrics and reports.")
     metrics_file: str = Field("metrics/eval.json", description="The pipeline's metrics file (contract).")
     seed: int = Field(0, description="Bootstrap seed.")
+    answer_format: Literal["auto", "indexed", "univg-r1"] = Field(
+        "auto", description="Prompt/scoring answer format; 'auto': the benchmark's default (mig-synth: indexed)."
+    )
+    limit: int = Field(0, ge=0, description="Evaluate only the first N rows of the annotations (0: all).")
+    compare_file: str = Field("metrics/compare.json", description="Paired bootstrap comparisons sft-base, grpo-sft.")
+    plots_file: str = Field("plots/eval_per_task.csv", description="dvc plots data: model, task, acc@0.5.")
 
 
 class GateConfig(Section):
