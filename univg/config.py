@@ -56,6 +56,11 @@ class DataConfig(Section):
     max_images: int = Field(4, ge=2, le=6, description="Upper bound on images per sample.")
     clutter: float = Field(0.0, ge=0.0, le=1.0, description="Share of background clutter (difficulty knob).")
     distractors: int = Field(2, ge=0, le=6, description="Extra objects per image besides the ones a task needs.")
+    position_cue: float = Field(
+        1.0, ge=0.0, le=2.0,
+        description="Strength of a faint background gradient that encodes position (0: plain grey). "
+        "Qwen2-VL's vision tower has only relative positions; a tiny model trained from scratch needs this cue.",
+    )
 
     @field_validator("tasks")
     @classmethod

@@ -118,20 +118,37 @@ def _tint(rgb: tuple[int, int, int]) -> np.ndarray:
     return np.round(colour * (1 - _STRIPE_TINT) + 255 * _STRIPE_TINT).astype(np.uint8)
 
 
+def background(width: int, height: int, position_cue: float = 0.0) -> np.ndarray:
+    """Light-grey canvas; with position_cue > 0, red rises left->right and blue top->bottom.
+
+    Qwen2-VL's vision tower has only rotary (relative) positions, so a model trained from scratch
+    has no absolute "where" signal; a faint gradient gives every patch its coordinates in its
+    pixels. Real pretrained models do not need it: `data.position_cue: 0` turns it off.
+    """
+    pixels = np.empty((height, width, 3), dtype=np.float64)
+    pixels[:] = BACKGROUND
+    if position_cue > 0:
+        xs = (np.arange(width) + 0.5) / width - 0.5
+        ys = (np.arange(height) + 0.5) / height - 0.5
+        pixels[:, :, 0] += position_cue * 48 * xs[None, :]
+        pixels[:, :, 2] += position_cue * 48 * ys[:, None]
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+
 def render(
     objects: list[Obj],
     marks: list[tuple[str, int]],
     width: int,
     height: int,
     specks: list[tuple[int, int, int, int]] = (),
+    position_cue: float = 0.0,
 ) -> Image.Image:
     """Draw one image: clutter specks (x, y, side, grey) first, then objects, then marks.
 
     A mark is ("box", i): a frame around object i a few pixels outside its tight box, or
     ("dot", i): a black disc at the centre of object i's layout square.
     """
-    pixels = np.empty((height, width, 3), dtype=np.uint8)
-    pixels[:] = BACKGROUND
+    pixels = background(width, height, position_cue)
     for sx, sy, side, grey in specks:
         pixels[sy : sy + side, sx : sx + side] = grey
     stripes = _stripe_pattern(width, height)

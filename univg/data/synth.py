@@ -119,7 +119,7 @@ def make_sample(cfg: DataConfig, split: str, task: str, index: int, out_dir: Pat
     for number, frame in enumerate(sample.frames, start=1):
         rel = f"images/{split}/{sample_id}_{number}.png"
         specks = clutter_specks(rng, size, cfg.clutter)
-        render(frame.objects, frame.marks, size, size, specks).save(out_dir / rel, format="PNG")
+        render(frame.objects, frame.marks, size, size, specks, cfg.position_cue).save(out_dir / rel, format="PNG")
         paths.append(rel)
     scene = scene_dict(sample, size)
     target = scene["images"][sample.target[0] - 1]["objects"][sample.target[1]]
