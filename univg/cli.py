@@ -227,6 +227,8 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Folder for predictions.jsonl, metrics.json and report/.")] = None,
     image_root: Annotated[Path | None, typer.Option(help="Image folder (default: the file's folder).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N records.")] = None,
+    answer_format: Annotated[str | None, typer.Option(help="indexed or univg-r1 (default: the benchmark's).")] = None,
+    coords: Annotated[str, typer.Option(help="How the model writes boxes: norm1000, pixels or qwen25.")] = "norm1000",
     pipeline: Annotated[bool, typer.Option("--pipeline", help="Evaluate the pipeline's base/sft/grpo models on the test split (the DVC stage).")] = False,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -236,8 +238,12 @@ def evaluate(
     if pipeline:
         from univg.eval.run import run_eval_stage
 
-        echo_json(run_eval_stage(cfg, pipeline_models(cfg), Path(cfg.data.out_dir) / "test.jsonl",
-                                 Path(cfg.eval.out_dir), Path(cfg.eval.metrics_file)))
+        result = run_eval_stage(cfg, pipeline_models(cfg), Path(cfg.data.out_dir) / "test.jsonl",
+                                Path(cfg.eval.out_dir), Path(cfg.eval.metrics_file),
+                                Path(cfg.eval.compare_file), Path(cfg.eval.plots_file))
+        from univg.summary import results_table
+
+        typer.echo(results_table(result["eval"]))
         return
     missing = [name for name, value in (("--model", model), ("--benchmark", benchmark),
                                         ("--annotations", annotations), ("--out", out)) if value is None]
@@ -249,8 +255,8 @@ def evaluate(
 
     metrics = evaluate_model(model, benchmark, annotations, out, image_root=image_root,
                              batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
-                             limit=limit, report_samples=cfg.eval.report_samples,
-                             n_bootstrap=cfg.eval.n_bootstrap, params=cfg)
+                             limit=limit, report_samples=cfg.eval.report_samples, answer_format=answer_format,
+                             coords=coords, n_bootstrap=cfg.eval.n_bootstrap, params=cfg)
     echo_json({k: metrics[k] for k in ("acc@0.3", "acc@0.5", "acc@0.7", "miou", "n", "avg") if k in metrics})
 
 
@@ -272,8 +278,10 @@ def score(
     predictions: Annotated[Path, typer.Option(help='JSONL of {"index": i, "response": "..."}.')],
     out: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
     image_root: Annotated[Path | None, typer.Option(help="Image folder (for pixel-coordinate conversions).")] = None,
-    coords: Annotated[str, typer.Option(help="Prediction coordinates: norm1000, unit or qwen25-abs.")] = "norm1000",
+    coords: Annotated[str, typer.Option(help="Prediction coordinates: norm1000 (0..1000), pixels (absolute, of the original image) or qwen25 (Qwen2.5-VL: pixels of the resized image).")] = "norm1000",
     answer_format: Annotated[str | None, typer.Option(help="indexed or univg-r1 (default: the benchmark's).")] = None,
+    n_bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
     """Score predictions: Acc@0.3/0.5/0.7, mean IoU, per task, task average, bootstrap 95% intervals."""
     from univg.eval.scoring import score_file
@@ -283,7 +291,7 @@ def score(
             fail(f"{path}: no such file")
     try:
         metrics = score_file(benchmark, annotations, predictions, out, image_root=image_root,
-                             coords=coords, answer_format=answer_format)
+                             coords=coords, answer_format=answer_format, n_bootstrap=n_bootstrap, seed=seed)
     except ValueError as error:
         fail(str(error))
     echo_json({k: metrics[k] for k in ("acc@0.3", "acc@0.5", "acc@0.7", "miou", "n", "avg")})

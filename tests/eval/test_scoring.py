@@ -1,0 +1,248 @@
+"""Scoring contract: every parsing rule through `score_file`, misses, n, per-task arithmetic, coords."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eval_helpers import synth_record, write_lines
+
+from univg.eval.scoring import score_file, to_norm1000
+
+
+def score_one(tmp_path, response, answer_format=None, record=None, benchmark="mig-synth", annotations=None):
+    """Score a single prediction against one record (target Image-2, box (100,100),(300,300))."""
+    annotations = annotations or write_lines(tmp_path / "ann.jsonl", [record or synth_record(0)])
+    predictions = write_lines(tmp_path / "pred.jsonl", [{"index": 0, "response": response}])
+    return score_file(benchmark, annotations, predictions, tmp_path / "out.json", answer_format=answer_format,
+                      n_bootstrap=0)
+
+
+# ----------------------------------------------------------------------------- parsing rules
+@pytest.mark.parametrize(
+    ("response", "answer_format", "expected_iou"),
+    [
+        ("<think>t</think><answer>Image-2: (100,100),(300,300)</answer>", "indexed", 1.0),
+        ("<think>t</think><answer>Image-2: (100, 100), (300, 300)</answer>", "indexed", 1.0),  # spaces after commas
+        ("The object is Image-2: (100,100),(300,300)", "indexed", 1.0),  # tag-less text of a base model
+        ("(100,100),(300,300)", "univg-r1", 1.0),  # tag-less, no index, index not scored
+        ("<think>it is Image-2: (100,100),(300,300)</think> done", "indexed", 0.0),  # tag-less: think removed
+        ("<think>t</think><answer>Image-2: (100,100),(300,300)", "indexed", 0.0),  # unclosed answer -> miss
+        ("<think>Image-2: (100,100),(300,300)</think><answer>Image-2: (0,0),(10,10)</answer>", "indexed", 0.0),
+        ("<think>(100,100),(300,300)</think><answer>no box here</answer>", "univg-r1", 0.0),
+        ("<answer>Image-2: (100,100),(200,300)</answer><answer>Image-2: (100,100),(300,300)</answer>", "indexed", 0.5),
+        ("<answer>Image-1: (100,100),(300,300)</answer>", "indexed", 0.0),  # wrong image index
+        ("<answer>(100,100),(300,300)</answer>", "indexed", 0.0),  # missing image index
+        ("<answer>Image-1: (100,100),(300,300)</answer>", "univg-r1", 1.0),  # index ignored
+        ("<answer>Image-2: (300,300),(100,100)</answer>", "indexed", 0.0),  # inverted predicted box
+    ],
+)
+def test_parsing_rules_through_scoring(tmp_path, response, answer_format, expected_iou):
+    metrics = score_one(tmp_path, response, answer_format)
+    assert metrics["miou"] == pytest.approx(expected_iou)
+    assert metrics["acc@0.5"] == (1.0 if expected_iou >= 0.5 else 0.0)
+
+
+def test_wrong_index_keeps_box_iou_for_diagnosis(tmp_path):
+    metrics = score_one(tmp_path, "<answer>Image-1: (100,100),(300,300)</answer>", "indexed")
+    row = json.loads((tmp_path / "out.per_sample.jsonl").read_text())
+    assert (row["status"], row["iou"], row["box_iou"], row["pred_image"]) == ("wrong_image", 0.0, 1.0, 1)
+    assert metrics["index_acc"] == 0.0 and metrics["parsed"] == 1.0
+
+
+def test_chat_message_response_is_accepted(tmp_path):
+    message = [{"role": "assistant", "content": "<answer>Image-2: (100,100),(300,300)</answer>"}]
+    assert score_one(tmp_path, message)["acc@0.7"] == 1.0
+
+
+def test_mig_bench_ignores_the_image_index_even_in_indexed_mode(tmp_path):
+    row = {"task": "diff", "images": ["a.png", "b.png"], "question": "Find it in the second image.",
+           "answer": [0.1, 0.1, 0.3, 0.3], "additional_info": "", "need_format": True}
+    annotations = tmp_path / "bench.json"
+    annotations.write_text(json.dumps([row]))
+    for fmt in ("indexed", "univg-r1", None):
+        metrics = score_one(tmp_path, "<answer>Image-1: (100,100),(300,300)</answer>", fmt, benchmark="mig-bench",
+                            annotations=annotations)
+        assert metrics["acc@0.5"] == 1.0 and metrics["image_index_scored"] is False
+
+
+def test_default_answer_format_per_benchmark(tmp_path):
+    # mig-synth defaults to indexed: a bare box is a miss; index_acc is reported.
+    metrics = score_one(tmp_path, "<answer>(100,100),(300,300)</answer>")
+    assert metrics["answer_format"] == "indexed" and metrics["acc@0.5"] == 0.0 and "index_acc" in metrics
+
+
+# ----------------------------------------------------------------------------- counting
+def test_hand_computed_example(tmp_path, fixtures):
+    """mig_synth.jsonl: s0,s1 common_object; s2,s3,bad(quarantined) diff; one malformed line (no task)."""
+    predictions = write_lines(tmp_path / "pred.jsonl", [
+        {"index": 0, "response": "<think>x</think><answer>Image-2: (100,200),(500,600)</answer>"},  # IoU 1
+        {"index": 1, "response": "<answer>Image-1: (0,0),(250,500)</answer>"},  # IoU 0.5
+        {"index": 2, "response": "Image-2: (250,250),(750,550)"},  # untagged, IoU 0.6
+        {"index": 3, "response": "", "error": "image not decodable: corrupt.png"},
+        {"index": 4, "response": "<answer>Image-1: (100,100),(500,500)</answer>"},  # quarantined row
+        # index 5 (malformed annotation line) has no prediction at all
+    ])
+    metrics = score_file("mig-synth", fixtures / "mig_synth.jsonl", predictions, tmp_path / "m.json", n_bootstrap=200)
+    assert metrics["n"] == 6
+    assert metrics["acc@0.3"] == pytest.approx(3 / 6)
+    assert metrics["acc@0.5"] == pytest.approx(3 / 6)
+    assert metrics["acc@0.7"] == pytest.approx(1 / 6)
+    assert metrics["miou"] == pytest.approx(2.1 / 6)
+    assert metrics["per_task"]["common_object"] == pytest.approx(
+        {"acc@0.3": 1.0, "acc@0.5": 1.0, "acc@0.7": 0.5, "miou": 0.75, "n": 2})
+    assert metrics["per_task"]["diff"] == pytest.approx(
+        {"acc@0.3": 1 / 3, "acc@0.5": 1 / 3, "acc@0.7": 0.0, "miou": 0.2, "n": 3})
+    assert metrics["avg"] == pytest.approx((1.0 + 1 / 3) / 2)
+    assert (metrics["errors"], metrics["quarantined"], metrics["missing"]) == (1, 2, 0)
+    assert metrics["index_acc"] == pytest.approx(3 / 6)
+    assert json.loads((tmp_path / "m.json").read_text())["n"] == 6
+    assert len((tmp_path / "m.per_sample.jsonl").read_text().splitlines()) == 6
+
+
+def test_missing_predictions_are_misses_and_n_counts_all_records(tmp_path):
+    records = [synth_record(i, task="a" if i < 3 else "b") for i in range(5)]
+    annotations = write_lines(tmp_path / "ann.jsonl", records)
+    predictions = write_lines(tmp_path / "pred.jsonl", [
+        {"index": 0, "response": "<answer>Image-2: (100,100),(300,300)</answer>"},
+        {"index": 4, "response": "<answer>Image-2: (100,100),(300,300)</answer>"},
+    ])
+    metrics = score_file("mig-synth", annotations, predictions, n_bootstrap=0)
+    assert metrics["n"] == 5 and metrics["missing"] == 3
+    assert metrics["acc@0.5"] == pytest.approx(2 / 5)
+    assert metrics["per_task"]["a"]["acc@0.5"] == pytest.approx(1 / 3)
+    assert metrics["per_task"]["b"]["acc@0.5"] == pytest.approx(1 / 2)
+    assert metrics["avg"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+
+
+def test_bad_prediction_lines_are_reported_not_dropped_silently(tmp_path):
+    annotations = write_lines(tmp_path / "ann.jsonl", [synth_record(0), synth_record(1)])
+    predictions = write_lines(tmp_path / "pred.jsonl", [
+        "{not json",
+        {"index": 7, "response": "x"},
+        {"response": "no index"},
+        {"index": 0, "response": "<answer>Image-2: (100,100),(300,300)</answer>"},
+        {"index": 0, "response": "<answer>Image-2: (0,0),(1,1)</answer>"},
+    ])
+    metrics = score_file("mig-synth", annotations, predictions, n_bootstrap=0)
+    assert metrics["prediction_problems"]["count"] == 4
+    assert metrics["acc@0.5"] == 0.5  # the first prediction for index 0 is scored
+
+
+def test_missing_files_raise_clear_errors(tmp_path):
+    annotations = write_lines(tmp_path / "ann.jsonl", [synth_record(0)])
+    with pytest.raises(FileNotFoundError, match="predictions file not found"):
+        score_file("mig-synth", annotations, tmp_path / "nope.jsonl")
+    with pytest.raises(ValueError, match="annotation file not found"):
+        score_file("mig-synth", tmp_path / "nope.jsonl", annotations)
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        score_file("no-such-bench", annotations, annotations)
+
+
+# ----------------------------------------------------------------------------- coordinates
+def test_mig_bench_unit_floats_and_revised_ints_score_alike(tmp_path, fixtures):
+    responses = ["(100,200),(500,600)", "(250,250),(750,1000)", "(0,0),(500,500)", "(300,300),(600,600)",
+                 "(100,100),(200,200)"]
+    predictions = write_lines(tmp_path / "p.jsonl", [{"index": i, "response": r} for i, r in enumerate(responses)])
+    original = score_file("mig-bench", fixtures / "mig_bench.json", predictions, n_bootstrap=0)
+    assert original["n"] == 6 and original["quarantined"] == 1  # the row with no answer
+    assert original["acc@0.7"] == pytest.approx(5 / 6)  # 1.02 was clamped to 1000
+    revised_predictions = write_lines(tmp_path / "r.jsonl", [{"index": i, "response": r} for i, r in
+                                                             enumerate(responses[:2] + ["(1,1),(2,2)"])])
+    revised = score_file("mig-bench", fixtures / "mig_bench_revised.json", revised_predictions, n_bootstrap=0)
+    assert revised["miou"] == pytest.approx(1.0)
+
+
+def test_unit_answers_are_scaled_not_rounded(tmp_path):
+    row = {"task": "t", "images": ["a.png"], "question": "q", "answer": [0.1234, 0.1, 0.5, 0.5]}
+    annotations = tmp_path / "b.json"
+    annotations.write_text(json.dumps([row]))
+    metrics = score_one(tmp_path, "(123,100),(500,500)", benchmark="mig-bench", annotations=annotations)
+    expected = (500 - 123.4) * 400 / ((500 - 123) * 400)
+    assert metrics["miou"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_pixel_coords_use_the_target_image_size(tmp_path, fixtures):
+    # s0's target image b.png is 30x30 pixels: (3,6),(15,18) pixels == (100,200),(500,600) in 0..1000.
+    predictions = write_lines(tmp_path / "p.jsonl", [{"index": 0, "response": "Image-2: (3,6),(15,18)"}])
+    metrics = score_file("mig-synth", fixtures / "mig_synth.jsonl", predictions, coords="pixels", n_bootstrap=0)
+    assert metrics["per_task"]["common_object"]["miou"] == pytest.approx(0.5)  # s0 hit (1.0), s1 missing
+
+
+def test_qwen25_absolute_pixels_of_the_resized_image(tmp_path):
+    # A 1000x500 image: Qwen2.5-VL resizes it to 1008x504 (multiples of 28), and answers in those pixels.
+    record = synth_record(0, box=(250, 250, 750, 750), target=1, meta={"image_size": [1000, 500]})
+    annotations = write_lines(tmp_path / "ann.jsonl", [record])
+    response = "<answer>(252,126),(756,378)</answer>"
+    assert score_one(tmp_path, response, "univg-r1", annotations=annotations)["miou"] < 0.5  # read as 0..1000
+    predictions = write_lines(tmp_path / "pred.jsonl", [{"index": 0, "response": response}])
+    as_pixels = score_file("mig-synth", annotations, predictions, coords="pixels", answer_format="univg-r1",
+                           n_bootstrap=0)
+    assert as_pixels["miou"] < 0.99
+    qwen25 = score_file("mig-synth", annotations, predictions, coords="qwen25", answer_format="univg-r1",
+                        n_bootstrap=0)
+    assert qwen25["miou"] == pytest.approx(1.0)
+
+
+def test_to_norm1000_conversions():
+    assert to_norm1000([10, 20, 30, 40], "norm1000") == [10.0, 20.0, 30.0, 40.0]
+    assert to_norm1000([50, 25, 100, 50], "pixels", (200, 100)) == [250.0, 250.0, 500.0, 500.0]
+    # smart_resize(224, 224) keeps 224x224 (already multiples of 28 and within limits)
+    assert to_norm1000([112, 56, 224, 224], "qwen25", (224, 224)) == [500.0, 250.0, 1000.0, 1000.0]
+    with pytest.raises(ValueError):
+        to_norm1000([1, 2, 3, 4], "pixels")
+
+
+def test_unreadable_size_for_pixel_coords_is_an_error_not_a_crash(tmp_path):
+    annotations = write_lines(tmp_path / "ann.jsonl", [synth_record(0, images=["gone1.png", "gone2.png"])])
+    predictions = write_lines(tmp_path / "pred.jsonl", [{"index": 0, "response": "Image-2: (1,1),(5,5)"}])
+    metrics = score_file("mig-synth", annotations, predictions, coords="pixels", n_bootstrap=0)
+    assert metrics["errors"] == 1 and metrics["acc@0.3"] == 0.0
+
+
+# ----------------------------------------------------------------------------- intervals
+def test_ci95_brackets_the_point_estimates(tmp_path):
+    records = [synth_record(i, task=("a", "b")[i % 2]) for i in range(40)]
+    annotations = write_lines(tmp_path / "ann.jsonl", records)
+    good, bad = "<answer>Image-2: (100,100),(300,300)</answer>", "<answer>Image-2: (0,0),(50,50)</answer>"
+    predictions = write_lines(tmp_path / "p.jsonl", [{"index": i, "response": good if i % 3 else bad}
+                                                     for i in range(40)])
+    metrics = score_file("mig-synth", annotations, predictions, n_bootstrap=500)
+    for key in ("acc@0.3", "acc@0.5", "acc@0.7", "miou", "avg"):
+        lo, hi = metrics["ci95"][key]
+        assert lo <= metrics[key] <= hi and lo < hi
+
+
+def test_coords_aliases_and_unit_predictions_are_refused(tmp_path):
+    record = synth_record(0, box=(250, 250, 750, 750), target=1, meta={"image_size": [1000, 500]})
+    annotations = write_lines(tmp_path / "ann.jsonl", [record])
+    predictions = write_lines(tmp_path / "pred.jsonl", [{"index": 0, "response": "(252,126),(756,378)"}])
+    metrics = score_file("mig-synth", annotations, predictions, coords="qwen25-abs", answer_format="univg-r1",
+                         n_bootstrap=0)
+    assert metrics["miou"] == pytest.approx(1.0) and metrics["coords"] == "qwen25"
+    with pytest.raises(ValueError, match="integer boxes only"):
+        score_file("mig-synth", annotations, predictions, coords="unit")
+    with pytest.raises(ValueError, match="unknown coords"):
+        score_file("mig-synth", annotations, predictions, coords="furlongs")
+
+
+def test_per_sample_rows_pair_across_models(tmp_path, fixtures):
+    """Every row has a unique id (quarantined ones too): the promotion gate pairs models by id."""
+    from univg.registry import read_hits
+
+    predictions = write_lines(tmp_path / "p.jsonl", [{"index": 0, "response": "Image-2: (100,200),(500,600)"}])
+    score_file("mig-synth", fixtures / "mig_synth.jsonl", predictions, tmp_path / "m.json", n_bootstrap=0)
+    rows = [json.loads(line) for line in (tmp_path / "m.per_sample.jsonl").read_text().splitlines()]
+    assert len({r["id"] for r in rows}) == len(rows) == 6
+    assert all({"index", "id", "task", "iou", "hit@0.5", "status"} <= set(r) for r in rows)
+    hits = read_hits(tmp_path / "m.per_sample.jsonl")
+    assert sum(hits.values()) == 1.0 and len(hits) == 6
+
+
+def test_quarantined_rows_are_json_ready(tmp_path, fixtures):
+    from univg.eval.benchmarks import load_benchmark
+    from univg.schema import write_jsonl
+
+    loaded = load_benchmark("mig-synth", fixtures / "mig_synth.jsonl")
+    assert write_jsonl(tmp_path / "q.jsonl", loaded.quarantined) == 2
+    assert json.loads((tmp_path / "q.jsonl").read_text().splitlines()[0])["index"] == 4

@@ -1,0 +1,399 @@
+"""Benchmark loaders, by name in `BENCHMARKS`: an annotation file -> records + quarantined rows.
+
+Records are in the contract's shape (box: 0..1000 ints of the target image) and keep their
+0-based position in the file; a malformed row is quarantined with reasons, never dropped (it
+counts in `n` and scores as a miss). meta["box_exact"]: the ground truth in 0..1000 floats before
+rounding (scoring uses it); meta["target_rule"]: how the target image was decided. A file is a
+JSON list, one JSON object, or JSONL (positions count non-blank lines, malformed ones included).
+Image paths are relative to `image_root` (default: the annotation file's folder).
+
+mig-synth (answers `indexed`, image index scored): the record contract, one object per line.
+mig-bench (`univg-r1`, image index never scored): the MIG-Bench JSON list {"task", "images",
+  "question", "answer" [x1,y1,x2,y2], "additional_info", "need_format"}. `answer` is 0..1 floats
+  (slightly above 1: clamped) or 0..1000 in the revised copy, decided per file by majority (a row
+  whose largest value is <= 1.5 is 0..1; a row disagreeing with its file is quarantined); four
+  numbers in a string are accepted. Target: the image `additional_info` names ("It is in the
+  first image."), else the one the question grounds in ("locate it in the third image", "in
+  image 2", "Image-2", "second picture", "last frame"; target_from_text), else the last image.
+univg-r1 (`univg-r1`): the release's {"question", "answer", "images", "task"?, "id"?,
+  "target_image"?}; `answer` is text holding `(x1,y1),(x2,y2)` in 0..1000 (tags and an
+  `Image-k:` prefix allowed; Image-k is then the target) or [x1,y1,x2,y2] (0..1000; all <= 1:
+  0..1). Chat rows ("messages"/"conversations": user/human, assistant/gpt) give question and
+  answer. `<image>` and the format instruction are stripped from questions. Target: the answer's
+  Image-k, "target_image", the question, the last image. Task: "task", else "univg-r1".
+reasoning-grounding (`univg-r1`): LISA/LLMSeg image rows {"image"|"image_path", "instruction"|
+  "text"|"query"|"question", "box"|"bbox" absolute pixels or "boxes" [[...], ...] (the first) or
+  "box_norm" 0..1000, "width"?, "height"?, "task"|"dataset"?}; ReasonVOS/ReVOS video rows
+  {"frames"|"image_list", "target_frame" k (1-based, default 3), the instruction, the frame-k box
+  as "box"/"bbox"/"box_norm" or per frame in "bbox_list"/"boxes" (strings "[x1, y1, x2, y2]"
+  accepted)}. Pixel boxes use "width"/"height" or the target image's header (unreadable:
+  quarantined). Prompts are the release's: an instruction becomes "Output the bounding box in the
+  image corresponding to the instruction: ..." (an image row's "question" is kept as is); video
+  rows get the video prompt naming frame k. Task: "task", "dataset", else image_/video_grounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypedDict
+
+from PIL import Image
+
+from univg.eval.parsing import parse_answer
+from univg.prompts import INSTRUCTIONS
+from univg.schema import COORD_MAX, read_jsonl_lines, record_reasons
+
+
+class BenchmarkError(ValueError):
+    """An annotation file that cannot be read at all (the message names the file)."""
+
+
+class RowError(ValueError):
+    """One row is malformed: it is quarantined with this message as its reason."""
+
+
+@dataclass(frozen=True)
+class BenchmarkSample:
+    index: int  # 0-based position of the row in the annotation file
+    record: dict[str, Any]
+
+
+class QuarantinedRow(TypedDict):  # a row that could not be read; a plain dict, JSON-ready
+    index: int
+    reasons: list[str]
+    raw: str
+    task: str | None
+
+
+@dataclass
+class LoadedBenchmark:
+    name: str
+    path: Path
+    base_dir: Path  # folder the record image paths are relative to
+    samples: list[BenchmarkSample]
+    quarantined: list[QuarantinedRow]
+    answer_format: str  # default answer format of this benchmark
+    scores_image_index: bool  # False: the image index in an answer is never scored
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.samples) + len(self.quarantined)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [s.record for s in self.samples]
+
+    def head(self, limit: int) -> LoadedBenchmark:
+        """The first `limit` rows of the file (quarantined ones included), for quick runs."""
+        return replace(self, samples=[s for s in self.samples if s.index < limit], info={**self.info, "limit": limit},
+                       quarantined=[q for q in self.quarantined if q["index"] < limit])
+
+
+def read_rows(path: Path) -> list[tuple[Any, list[str], str]]:
+    """(data, problems, raw) per row of a JSON list / object / JSONL file."""
+    if not path.is_file():
+        raise BenchmarkError(f"annotation file not found: {path}")
+    try:
+        whole = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        whole = None  # not one JSON document: read it line by line
+    if isinstance(whole, list | dict):
+        return [(row, [], json.dumps(row, ensure_ascii=False)[:500]) for row in ([whole] if isinstance(whole, dict) else whole)]
+    rows = [(line.data, line.reasons, line.raw[:500]) for line in read_jsonl_lines(path)]
+    if rows and all(problems for _, problems, _ in rows):
+        raise BenchmarkError(f"{path}: neither a JSON document nor JSONL (first problem: {rows[0][1][0]})")
+    return rows
+
+
+# ----------------------------------------------------------------------------- target image
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8}
+_NOUN = r"(?:image|picture|photo|frame|img|pic)"
+_MENTION = re.compile(rf"\b(?P<ord>{'|'.join(_ORDINALS)}|last|final|\d+(?:st|nd|rd|th))\s+{_NOUN}\b"
+                      rf"|\b{_NOUN}\s*[-#:_]?\s*(?P<num>\d+)\b", re.IGNORECASE)
+_IN_BEFORE = re.compile(r"\b(?:in|on|within|inside)\s+(?:the\s+)?$", re.IGNORECASE)
+_VERB = re.compile(r"\b(?:locate|ground|find|detect|identify|output|give|mark|point out|determine|box|where)\b", re.I)
+
+
+def target_from_text(text: str, num_images: int) -> int | None:
+    """The 1-based image a question asks to ground in, or None. Among valid mentions ("third image",
+    "image 2", "Image-2", "second picture", "last frame"; not possessives like "Image-1's"): the
+    first "in/on <mention>" after the first grounding verb (locate, find, ...), else the last
+    "in/on <mention>", else the last mention."""
+    mentions = []
+    for match in _MENTION.finditer(text or ""):
+        num, word = match.group("num"), (match.group("ord") or "").lower()
+        k = int(num) if num else num_images if word in ("last", "final") else _ORDINALS.get(word) or int(word[:-2])
+        if not 1 <= k <= num_images or text[match.end() : match.end() + 2] == "'s":
+            continue
+        after_in = _IN_BEFORE.search(text[max(0, match.start() - 24) : match.start()]) is not None
+        mentions.append((match.start(), k, after_in))
+    if not mentions:
+        return None
+    verb = _VERB.search(text)
+    after_verb = [k for start, k, after_in in mentions if verb and after_in and start > verb.start()]
+    if after_verb:
+        return after_verb[0]
+    in_mentions = [k for _, k, after_in in mentions if after_in]
+    return in_mentions[-1] if in_mentions else mentions[-1][1]
+
+
+def decide_target(num_images: int, *texts: tuple[str, str]) -> tuple[int, str]:
+    """(target, rule): the first (rule, text) that names an image, else the last image."""
+    for rule, text in texts:
+        found = target_from_text(text, num_images) if isinstance(text, str) else None
+        if found is not None:
+            return found, rule
+    return num_images, "default_last"
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?")
+
+
+def four_numbers(value: Any) -> list[float]:
+    """A box given as a list of 4 numbers or a string holding exactly four numbers."""
+    if isinstance(value, str):
+        value = [float(v) for v in _NUMBER.findall(value)]
+    if isinstance(value, list | tuple) and len(value) == 1 and isinstance(value[0], list | tuple):
+        value = value[0]
+    numbers = isinstance(value, list | tuple) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    if not numbers or len(value) != 4:
+        raise RowError(f"box must be 4 numbers, got {str(value)[:80]}")
+    return [float(v) for v in value]
+
+
+def exact_box(values: list[float], scale: float) -> list[float]:
+    """Scale to 0..1000 and clamp (answers slightly outside the image exist); 6-decimal floats."""
+    box = [round(min(float(COORD_MAX), max(0.0, v * scale)), 6) for v in values]
+    if not (box[0] < box[2] and box[1] < box[3]):
+        raise RowError(f"box inverted or empty after conversion to 0..1000: {box}")
+    return box
+
+
+def int_box(exact: list[float]) -> list[int]:
+    """The contract's integer box, at least one unit wide (rounding must not collapse it)."""
+    x1, y1, x2, y2 = (int(round(v)) for v in exact)
+    x1, y1 = min(x1, COORD_MAX - 1), min(y1, COORD_MAX - 1)
+    return [x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)]
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, or RowError naming the file."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception as error:  # missing, truncated, not an image
+        raise RowError(f"image size unreadable: {path} ({type(error).__name__})") from None
+
+
+def _text_field(row: dict, *names: str) -> tuple[str, str]:
+    found = next((name for name in names if isinstance(row.get(name), str) and row[name].strip()), None)
+    if found is None:
+        raise RowError(f"missing text field (one of {list(names)})")
+    return found, row[found].strip()
+
+
+def _path_list(value: Any, name: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(p, str) and p for p in value):
+        raise RowError(f"'{name}' must be a non-empty list of paths")
+    return list(value)
+
+
+def clean_question(text: str) -> str:
+    for sentence in INSTRUCTIONS.values():  # the release's rows may carry the format instruction
+        text = text.replace(sentence, "")
+    return re.sub(r"\s+", " ", text.replace("<image>", " ")).strip()
+
+
+@dataclass(frozen=True)
+class Context:  # what a row converter knows besides the row
+    name: str
+    index: int
+    base_dir: Path
+    info: dict[str, Any]
+
+
+def _record(ctx: Context, row: dict, task: str, images: list[str], question: str, target: int,
+            box: list[float], meta: dict[str, Any]) -> dict[str, Any]:
+    record_id = str(row["id"]) if isinstance(row.get("id"), str | int) else f"{ctx.name}-{ctx.index:05d}"
+    return _valid({"id": record_id, "task": task, "images": images, "question": question, "target_image": int(target),
+                   "box": int_box(box), "source": ctx.name, "meta": {**meta, "box_exact": box}})
+
+
+def _valid(record: Any) -> dict[str, Any]:
+    problems = record_reasons(record)
+    if problems:
+        raise RowError("; ".join(problems))
+    return record
+
+
+def _task(row: dict, default: str | None) -> str | None:
+    return next((row[k] for k in ("task", "dataset") if isinstance(row.get(k), str) and row[k]), default)
+
+
+# ----------------------------------------------------------------------------- converters
+def _mig_synth(row: dict, ctx: Context) -> dict[str, Any]:
+    return {**_valid(row), "meta": {**(row.get("meta") or {}), "box_exact": [float(v) for v in row["box"]]}}
+
+
+def _mig_bench_survey(rows: list[Any]) -> dict[str, Any]:
+    """The file's answer convention by majority: rows whose largest value is <= 1.5 are 0..1."""
+    peaks = []
+    for row in rows:
+        with contextlib.suppress(RowError, AttributeError):
+            peaks.append(max(four_numbers(row.get("answer"))))
+    unit = sum(p <= 1.5 for p in peaks) >= len(peaks) / 2 if peaks else True
+    return {"answer_coords": "unit" if unit else "norm1000"}
+
+
+def _mig_bench(row: dict, ctx: Context) -> dict[str, Any]:
+    images = _path_list(row.get("images"), "images")
+    question = clean_question(_text_field(row, "question")[1])
+    values = four_numbers(row.get("answer"))
+    unit = ctx.info["answer_coords"] == "unit"
+    if unit and max(values) > 1.5:
+        raise RowError(f"answer {values} is not in 0..1 like the rest of the file")
+    target, rule = decide_target(len(images), ("additional_info", row.get("additional_info")), ("question", question))
+    meta = {"target_rule": rule, "answer_raw": row.get("answer"), "need_format": row.get("need_format"),
+            "additional_info": row.get("additional_info")}
+    box = exact_box(values, float(COORD_MAX) if unit else 1.0)
+    return _record(ctx, row, _text_field(row, "task")[1], images, question, target, box, meta)
+
+
+def _chat_turns(row: dict) -> dict:
+    turns = row.get("messages") or row.get("conversations")
+    if "question" in row or not isinstance(turns, list):
+        return row
+    said: dict[str, str] = {}
+    for turn in (t for t in turns if isinstance(t, dict)):
+        role = str(turn.get("role", turn.get("from", ""))).lower()
+        key = {"user": "question", "human": "question", "assistant": "answer", "gpt": "answer"}.get(role)
+        text = turn.get("content", turn.get("value"))
+        if key and key not in said and isinstance(text, str):
+            said[key] = text
+    return {**row, **said}
+
+
+def _univg_answer(answer: Any) -> tuple[list[float], int | None]:
+    if isinstance(answer, str):
+        parsed = parse_answer(answer, allow_untagged=True)
+        if parsed is not None:
+            return [float(v) for v in parsed.box], parsed.image_index
+    values = four_numbers(answer)
+    return ([v * COORD_MAX for v in values] if max(values) <= 1.0 else values), None
+
+
+def _univg_r1(row: dict, ctx: Context) -> dict[str, Any]:
+    row = _chat_turns(row)
+    images = _path_list(row.get("images", row.get("image")), "images")
+    question = clean_question(_text_field(row, "question", "problem")[1])
+    values, named = _univg_answer(row.get("answer", row.get("solution")))
+    given = row.get("target_image")
+    if named is not None and 1 <= named <= len(images):
+        target, rule = named, "answer_index"
+    elif isinstance(given, int) and not isinstance(given, bool):
+        target, rule = given, "target_image"
+    else:
+        target, rule = decide_target(len(images), ("question", question))
+    return _record(ctx, row, _task(row, "univg-r1"), images, question, target, exact_box(values, 1.0),
+                   {"target_rule": rule})
+
+
+def _reasoning_box(row: dict, images: list[str], target: int, video: bool, ctx: Context, meta: dict) -> list[float]:
+    if "box_norm" in row:
+        return exact_box(four_numbers(row["box_norm"]), 1.0)
+    raw = row.get("box", row.get("bbox", row.get("boxes")))
+    for key in ("bbox_list", "boxes") if video else ():
+        if isinstance(row.get(key), list) and len(row[key]) == len(images):
+            raw = row[key][target - 1]  # one box per frame
+            break
+    if isinstance(raw, list) and raw and isinstance(raw[0], list | str):
+        raw = raw[0]  # several boxes (LISA "boxes"): the first one, as the release evaluates
+    if raw is None:
+        raise RowError("missing box ('box', 'bbox', 'boxes', 'bbox_list' or 'box_norm')")
+    given = (row.get("width"), row.get("height"))
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in given)
+    width, height = given if numeric else image_size(ctx.base_dir / images[target - 1])
+    meta["image_size"] = [int(width), int(height)]
+    x1, y1, x2, y2 = four_numbers(raw)
+    return exact_box([x1 / width, y1 / height, x2 / width, y2 / height], float(COORD_MAX))
+
+
+def _reasoning(row: dict, ctx: Context) -> dict[str, Any]:
+    frames = row.get("frames", row.get("image_list"))
+    video = frames is not None
+    images = _path_list(frames if video else row.get("image", row.get("image_path")), "frames" if video else "image")
+    target = int(row.get("target_frame", 3)) if video else 1
+    if not 1 <= target <= len(images):
+        raise RowError(f"target_frame {target} out of range 1..{len(images)}")
+    key, text = _text_field(row, "question", "instruction", "text", "query", "sent")
+    meta: dict[str, Any] = {"instruction": text, "target_rule": "target_frame" if video else "single_image"}
+    box = _reasoning_box(row, images, target, video, ctx, meta)
+    # the release's zero-shot prompts: an instruction is wrapped; an image row's question is kept
+    ordinal = next((w for w, k in _ORDINALS.items() if k == target), f"#{target}")
+    if video:
+        question = ("This is a sequence of images from a video. Please understand the entire video content, and "
+                    f"then output the bounding box in the {ordinal} image according to the instruction: {text}")
+    else:
+        question = clean_question(text) if key == "question" else (
+            f"Output the bounding box in the image corresponding to the instruction: {text}")
+        question += "" if question[-1] in ".?!" else "."
+    task = _task(row, "video_grounding" if video else "image_grounding")
+    return _record(ctx, row, task, images, question, target, box, meta)
+
+
+# ----------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    convert: Callable[[dict, Context], dict[str, Any]]  # one row -> a record, or RowError
+    answer_format: str  # the default answer format
+    scores_image_index: bool  # False: an answer's image index is never scored
+    survey: Callable[[list[Any]], dict[str, Any]] = lambda rows: {}  # file-level facts, e.g. coordinates
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    spec.name: spec
+    for spec in (
+        BenchmarkSpec("mig-synth", _mig_synth, "indexed", True),
+        BenchmarkSpec("mig-bench", _mig_bench, "univg-r1", False, _mig_bench_survey),
+        BenchmarkSpec("univg-r1", _univg_r1, "univg-r1", True),
+        BenchmarkSpec("reasoning-grounding", _reasoning, "univg-r1", True),
+    )
+}
+
+
+def load_benchmark(name: str, annotations: str | Path, image_root: str | Path | None = None) -> LoadedBenchmark:
+    """Read `annotations` with the loader registered as `name`; bad rows are quarantined."""
+    if name not in BENCHMARKS:
+        raise BenchmarkError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
+    spec = BENCHMARKS[name]
+    path = Path(annotations)
+    base_dir = Path(image_root) if image_root else path.parent
+    rows = read_rows(path)
+    if not rows:
+        raise BenchmarkError(f"{path}: no rows")
+    info = spec.survey([data for data, problems, _ in rows if not problems])
+    samples, quarantined, seen_ids = [], [], set()
+    for index, (row, problems, raw) in enumerate(rows):
+        try:
+            if problems:
+                raise RowError("; ".join(problems))
+            if not isinstance(row, dict):
+                raise RowError(f"not a JSON object ({type(row).__name__})")
+            record = spec.convert(row, Context(name, index, base_dir, info))
+            if record["id"] in seen_ids:
+                raise RowError(f"duplicate id {record['id']!r}")
+            seen_ids.add(record["id"])
+            samples.append(BenchmarkSample(index, record))
+        except (RowError, TypeError, ValueError) as error:
+            task = _task(row, None) if isinstance(row, dict) else None
+            quarantined.append(QuarantinedRow(index=index, reasons=problems or [str(error)], raw=raw, task=task))
+    return LoadedBenchmark(name, path, base_dir, samples, quarantined, spec.answer_format, spec.scores_image_index, info)
