@@ -308,7 +308,10 @@ def promote(
     from univg import registry
 
     cfg = params_from(params, set_)
-    echo_json(registry.rollback(cfg) if rollback else registry.promote_pipeline(cfg))
+    try:
+        echo_json(registry.rollback(cfg) if rollback else registry.promote_pipeline(cfg))
+    except registry.PromotionError as error:
+        fail(str(error))
 
 
 @app.command("serve")

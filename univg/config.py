@@ -96,6 +96,9 @@ class ModelConfig(Section):
     min_pixels: int = Field(56 * 56, ge=28 * 28, description="Processor: smallest image area after resizing.")
     max_pixels: int = Field(224 * 224, ge=28 * 28, description="Processor: largest image area after resizing.")
     seed: int = Field(0, description="Seed for the tiny model's initial weights.")
+    seeing_init: bool = Field(
+        True, description="Tiny model: start the patch embedding with colour-layout filters (a stand-in for visual pretraining)."
+    )
 
 
 class OpenAITeacherConfig(Section):

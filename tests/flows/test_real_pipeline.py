@@ -15,7 +15,7 @@ import yaml
 
 from flows import deploy
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 TINY = {
     "data.tasks": ["region", "common_object"], "data.train_per_task": 4, "data.val_per_task": 1,
