@@ -96,6 +96,8 @@ class ModelConfig(Section):
     min_pixels: int = Field(56 * 56, ge=28 * 28, description="Processor: smallest image area after resizing.")
     max_pixels: int = Field(224 * 224, ge=28 * 28, description="Processor: largest image area after resizing.")
     seed: int = Field(0, description="Seed for the tiny model's initial weights.")
+    pixel_mean: float = Field(0.894, gt=0, lt=1, description="Tiny model processor: normalisation mean (the synthetic background grey).")
+    pixel_std: float = Field(0.25, gt=0, description="Tiny model processor: normalisation std.")
     seeing_init: bool = Field(
         True, description="Tiny model: start the patch embedding with colour-layout filters (a stand-in for visual pretraining)."
     )

@@ -166,7 +166,11 @@ def token_ids(tokenizer) -> dict[str, int]:
 def build_processor(tokenizer, cfg: ModelConfig):
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
-    vision = {"patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH, "merge_size": SPATIAL_MERGE}
+    # Normalise around the synthetic background grey, so background patches are ~0 and objects
+    # dominate the features (with CLIP's statistics the near-constant background swamped them and
+    # the model learned to ignore its images).
+    vision = {"patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH, "merge_size": SPATIAL_MERGE,
+              "image_mean": [cfg.pixel_mean] * 3, "image_std": [cfg.pixel_std] * 3}
     image_processor = Qwen2VLImageProcessor(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, **vision)
     video_processor = Qwen2VLVideoProcessor(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, **vision)
     return Qwen2VLProcessor(
