@@ -210,9 +210,9 @@ def _paper_sft() -> SFTProfile:
 
 def _tiny_grpo() -> GRPOProfile:
     return GRPOProfile(
-        learning_rate=2e-4, lr_scheduler_type="constant", num_train_epochs=1, max_steps=40,
+        learning_rate=2e-4, lr_scheduler_type="constant", num_train_epochs=1, max_steps=100,
         per_device_train_batch_size=32, num_generations=8, beta=0.0, temperature=1.0,
-        max_completion_length=96, freeze_vision=False, max_pixels=224 * 224, save_steps=20,
+        max_completion_length=96, freeze_vision=False, max_pixels=224 * 224, save_steps=25,
         logging_steps=2,
     )
 
