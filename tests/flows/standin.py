@@ -99,6 +99,7 @@ def make_standin_repo(path: Path, tracking_uri: str = "") -> Path:
     params = Params()
     params.eval.models = ["base", "grpo"]
     params.eval.n_bootstrap = 200
+    params.grpo.tiny_cpu.max_steps = 40  # the quality knob starts here, whatever the default profile says
     params.tracking.uri = tracking_uri
     (path / "params.yaml").write_text(dump_params(params))
     (path / "dvc.yaml").write_text(DVC_YAML)
