@@ -156,7 +156,7 @@ def test_resumed_run_serves_finished_rows_from_the_cache(openai_cfg, records, tm
 
 def test_interrupted_run_resumes_without_redoing_finished_rows(openai_cfg, records, tmp_path, fake_openai):
     """Ctrl-C (SIGINT) in the middle of a real run, then a rerun: finished rows are not requested again."""
-    cfg = openai_cfg("chain+slow0.3", max_concurrency=1)
+    cfg = openai_cfg("chain+slow1.5", max_concurrency=1)  # slow enough that SIGINT lands mid-run on a loaded machine
     out = tmp_path / "out.jsonl"
     script = (
         "import sys; from pathlib import Path; from univg.config import CotConfig; "

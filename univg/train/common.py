@@ -259,3 +259,16 @@ def save_final(
         details = {"merged_lora": is_peft, **(info or {})}
         (final / TRAIN_INFO_FILE).write_text(json.dumps(details, indent=2, default=str) + "\n")
     return final
+
+
+def load_for_training(model_ref: str, profile: Any) -> tuple[Any, Any]:
+    """Load a model to train with the profile's dtype and pixel budget; freeze the vision tower if asked."""
+    from univg.models.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(
+        str(model_ref), dtype=training_dtype(profile), padding_side="left", trainable=True,
+        max_pixels=profile.max_pixels,
+    )
+    if profile.freeze_vision and not profile.use_lora:  # PEFT freezes every base weight anyway
+        freeze_vision_tower(model)
+    return model, processor

@@ -27,12 +27,11 @@ from univg.train.common import (
     build_training_kwargs,
     checkpoint_step,
     file_md5,
-    freeze_vision_tower,
+    load_for_training,
     lora_config,
     parameter_counts,
     resume_checkpoint,
     save_final,
-    training_dtype,
 )
 
 log = logging.getLogger(__name__)
@@ -188,10 +187,8 @@ def load_prompts(train_file: Path, image_root: Path | None, answer_format: str):
 
 
 def _log_input(train_file: Path) -> None:
-    try:
-        from univg.registry import log_jsonl_input
-    except ImportError:
-        return
+    from univg.registry import log_jsonl_input
+
     log_jsonl_input(train_file, name="grpo-train", context="training")
 
 
@@ -234,7 +231,6 @@ def train_grpo(
     `params.grpo.resume` ('auto': continue from the newest checkpoint in out_dir trained on the
     same inputs). The final model and processor go to out_dir/final, logged to MLflow as `model`.
     """
-    from univg.models.loading import load_model_and_processor
     from univg.rewards import DEFAULT_REWARDS, reward_functions
     from univg.tracking import flatten, stage_run
     from univg.train.callbacks import MlflowMetricsCallback
@@ -257,12 +253,7 @@ def train_grpo(
 
         # --- load model (after the arguments: under ZeRO-3 they must exist before from_pretrained)
         args = build_grpo_args(profile, out_dir, max_steps)
-        model, processor = load_model_and_processor(
-            str(init_model), dtype=training_dtype(profile), padding_side="left", trainable=True,
-            max_pixels=profile.max_pixels,
-        )
-        if profile.freeze_vision and not profile.use_lora:  # PEFT freezes every base weight anyway
-            freeze_vision_tower(model)
+        model, processor = load_for_training(init_model, profile)
 
         # --- decide where to start
         fingerprint = input_fingerprint(train_file, str(init_model), profile, answer_format)

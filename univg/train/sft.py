@@ -26,13 +26,12 @@ from univg.train.common import (
     build_training_kwargs,
     checkpoint_step,
     file_md5,
-    freeze_vision_tower,
     is_main_process,
+    load_for_training,
     lora_config,
     parameter_counts,
     resume_checkpoint,
     save_final,
-    training_dtype,
 )
 
 SAMPLE_EXAMPLES = 4  # drawn every `sample_every_steps`: a handful is enough to see the trend
@@ -188,7 +187,6 @@ def train_sft(
     """
     from trl import SFTTrainer
 
-    from univg.models.loading import load_model_and_processor
     from univg.tracking import stage_run
     from univg.train.callbacks import MlflowMetricsCallback, SampleGenerationCallback
     from univg.train.examples import load_examples
@@ -214,12 +212,7 @@ def train_sft(
 
         # --- load model (after the arguments: under ZeRO-3 they must exist before from_pretrained)
         args = build_sft_args(profile, out_dir, max_steps)
-        model, processor = load_model_and_processor(
-            str(base_model), dtype=training_dtype(profile), padding_side="left", trainable=True,
-            max_pixels=profile.max_pixels,
-        )
-        if profile.freeze_vision and not profile.use_lora:  # PEFT freezes every base weight anyway
-            freeze_vision_tower(model)
+        model, processor = load_for_training(base_model, profile)
 
         # --- drop samples over the token cutoff (never truncate)
         kept, dropped = drop_overlong(examples, processor, profile.max_length)
@@ -304,10 +297,8 @@ def _write_dropped(out_dir: Path, dropped: list[dict[str, Any]]) -> None:
 
 
 def _log_input(train_file: Path) -> None:
-    try:
-        from univg.registry import log_jsonl_input
-    except ImportError:
-        return
+    from univg.registry import log_jsonl_input
+
     log_jsonl_input(train_file, name="sft-train", context="training")
 
 
