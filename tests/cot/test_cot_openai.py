@@ -159,7 +159,9 @@ def test_interrupted_run_resumes_without_redoing_finished_rows(openai_cfg, recor
     cfg = openai_cfg("chain+slow1.5", max_concurrency=1)  # slow enough that SIGINT lands mid-run on a loaded machine
     out = tmp_path / "out.jsonl"
     script = (
-        "import sys; from pathlib import Path; from univg.config import CotConfig; "
+        # A background job starts with SIGINT ignored; restore Python's Ctrl-C handler as a terminal would.
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from pathlib import Path; from univg.config import CotConfig; "
         "from univg.cot.generate import generate_cot; "
         f"generate_cot(Path({str(records)!r}), Path({str(out)!r}), CotConfig.model_validate_json({cfg.model_dump_json()!r}))"
     )
