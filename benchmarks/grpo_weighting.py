@@ -24,24 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
+from bench_common import StepTimer, build_inputs
 from transformers.trainer_callback import PrinterCallback
-
-
-class StepTimer(TrainerCallback):
-    """Wall and CPU time of each optimizer step (generation, rewards, forward, backward, optimizer)."""
-
-    def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-        self._started = (0.0, 0.0)
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._started = (time.perf_counter(), time.process_time())
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.wall.append(time.perf_counter() - self._started[0])
-        self.cpu.append(time.process_time() - self._started[1])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,18 +39,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-task", type=int, default=2, help="mig-synth training records per task (10 tasks)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (model sizes)")
     return parser.parse_args(argv)
-
-
-def build_inputs(params, per_task: int, scratch: Path) -> tuple[Path, Path]:
-    """(mig-synth train file, tiny model folder) in `scratch`."""
-    from univg.data.synth import generate_dataset
-    from univg.models.tiny import build_tiny_model, corpus_from_records
-
-    data_cfg = params.data.model_copy(update={"train_per_task": per_task, "val_per_task": 0, "test_per_task": 1})
-    generate_dataset(data_cfg, scratch / "data", progress=False)
-    train_file = scratch / "data" / "train.jsonl"
-    build_tiny_model(params.model, corpus_from_records([train_file]), scratch / "base")
-    return train_file, scratch / "base"
 
 
 def run_variant(weighted: bool, params, dataset, model_dir: Path, out_dir: Path, steps: int) -> dict:
@@ -128,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     lengths: dict[str, list[float]] = {"plain": [], "weighted": []}
     with tempfile.TemporaryDirectory(prefix="univg-grpo-bench-") as tmp:
         scratch = Path(tmp)
-        train_file, base = build_inputs(params, args.per_task, scratch)
+        train_file, base = build_inputs(params, args.per_task, scratch, with_cot=False)
         dataset = load_prompts(train_file, None, params.cot.answer_format)
         for rep in range(args.reps):
             order = ("plain", "weighted") if rep % 2 == 0 else ("weighted", "plain")

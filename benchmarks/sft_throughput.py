@@ -18,30 +18,9 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-
-
-class StepTimer(TrainerCallback):
-    """Wall and CPU time of each optimizer step (collation, forward, backward, optimizer).
-
-    CPU time (this process, all threads) is the figure to compare on a shared machine: wall time
-    there depends on whoever else is running.
-    """
-
-    def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-        self._started = (0.0, 0.0)
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._started = (time.perf_counter(), time.process_time())
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.wall.append(time.perf_counter() - self._started[0])
-        self.cpu.append(time.process_time() - self._started[1])
+from bench_common import StepTimer, build_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,20 +29,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-task", type=int, default=8, help="training records per mig-synth task (10 tasks)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (profile, sizes)")
     return parser.parse_args(argv)
-
-
-def build_inputs(params, per_task: int, scratch: Path) -> tuple[Path, Path]:
-    """(CoT training file, tiny model folder) in `scratch`."""
-    from univg.cot.generate import generate_cot
-    from univg.data.synth import generate_dataset
-    from univg.models.tiny import build_tiny_model, corpus_from_records
-
-    data_cfg = params.data.model_copy(update={"train_per_task": per_task, "val_per_task": 0, "test_per_task": 1})
-    generate_dataset(data_cfg, scratch / "data", progress=False)
-    cot_file = scratch / "cot" / "train.jsonl"
-    generate_cot(scratch / "data" / "train.jsonl", cot_file, params.cot)
-    build_tiny_model(params.model, corpus_from_records([cot_file]), scratch / "base")
-    return cot_file, scratch / "base"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="univg-sft-bench-") as tmp:
         scratch = Path(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlruns.db'}"
-        train_file, base = build_inputs(params, args.per_task, scratch)
+        train_file, base = build_inputs(params, args.per_task, scratch, with_cot=True)
         timer = StepTimer()
         summary = train_sft(params, train_file, str(base), scratch / "sft", max_steps=args.steps, callbacks=[timer])
 
