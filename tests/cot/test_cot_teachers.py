@@ -9,6 +9,7 @@ import pytest
 from cot_helpers import read_jsonl
 
 from univg.config import TASKS
+from univg.cot.scan import image_scan, target_sentence
 from univg.cot.teachers import (
     Candidate,
     RuleTeacher,
@@ -99,9 +100,9 @@ DECISIVE = {
 }
 
 
-def _assert_good_chain(record, chain):
+def _assert_good_chain(record, chain, style="brief"):
     assert last_named_image(chain) == record["target_image"], chain
-    assert 40 <= len(chain) <= 250, chain
+    assert 40 <= len(chain) <= (250 if style == "brief" else 2000), chain
     assert not re.search(r"\(\d+,\s*\d+\)|\d{3}", chain), f"coordinates in the chain: {chain}"
     assert "<" not in chain and "\n" not in chain
 
@@ -110,7 +111,7 @@ def _assert_good_chain(record, chain):
 def test_rule_chain_for_hand_built_scene(task):
     record = HAND[task]
     for seed in range(12):
-        chain, used_scene = rule_chain(record, random.Random(seed))
+        chain, used_scene = rule_chain(record, random.Random(seed), style="brief")
         assert used_scene
         _assert_good_chain(record, chain)
         for word in DECISIVE[task]:
@@ -119,22 +120,41 @@ def test_rule_chain_for_hand_built_scene(task):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_rule_chain_wording_varies(task):
-    chains = {rule_chain(HAND[task], random.Random(seed))[0] for seed in range(20)}
+    chains = {rule_chain(HAND[task], random.Random(seed), style="brief")[0] for seed in range(20)}
     assert len(chains) >= 2
 
 
-def test_rule_chains_on_generated_mig_synth(synth_dir):
+@pytest.mark.parametrize("style", ["scan", "brief"])
+def test_rule_chains_on_generated_mig_synth(synth_dir, style):
     records = read_jsonl(synth_dir / "train.jsonl")
     assert {r["task"] for r in records} == set(TASKS)
-    outcomes = RuleTeacher(num_candidates=3, seed=0).run(records, synth_dir)
+    outcomes = RuleTeacher(num_candidates=3, seed=0, style=style).run(records, synth_dir)
     for record, outcome in zip(records, outcomes, strict=True):
         assert outcome.extra["scene"] is True
         assert len(outcome.candidates) == 3
         for candidate in outcome.candidates:
-            _assert_good_chain(record, candidate.text)
+            _assert_good_chain(record, candidate.text, style)
         target = record["meta"]["scene"]["images"][record["target_image"] - 1]["objects"][record["meta"]["scene"]["target"]["object"]]
         if record["task"] not in ("diff", "view_diff", "common_object"):
             assert target["shape"] in outcome.candidates[outcome.chosen].text
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_scan_chain_reads_every_image_then_concludes_with_the_target(task):
+    record = HAND[task]
+    chain, used_scene = rule_chain(record, random.Random(0), style="scan")
+    assert used_scene
+    _assert_good_chain(record, chain, "scan")
+    images = record["meta"]["scene"]["images"]
+    for k, image in enumerate(images, start=1):
+        assert f"Image {k}: {image_scan(image)}." in chain
+    target = images[record["target_image"] - 1]["objects"][record["meta"]["scene"]["target"]["object"]]
+    assert chain.endswith(target_sentence(target, record["target_image"])), chain
+
+
+def test_unknown_chain_style_is_refused():
+    with pytest.raises(ValueError, match="chain style"):
+        RuleTeacher(style="long")
 
 
 def test_rule_teacher_is_deterministic_per_record():

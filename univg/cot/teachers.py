@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from univg.cot.scan import scan_sentences, target_sentence
 from univg.eval.parsing import BOX_PATTERN
 from univg.schema import iou
+
+CHAIN_STYLES = ("scan", "brief")
 
 # ----------------------------------------------------------------------------- naming images
 _WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
@@ -325,8 +328,14 @@ def _evidence(task: str, s: Scene, rng: random.Random) -> list[str]:
             f"Image {t} has the {name} {where}."]
 
 
-def rule_chain(record: dict[str, Any], rng: random.Random) -> tuple[str, bool]:
-    """(chain, used_scene). Short (about 60-250 chars), faithful, ending by naming the target image."""
+def rule_chain(record: dict[str, Any], rng: random.Random, style: str = "scan") -> tuple[str, bool]:
+    """(chain, used_scene): faithful, ending by naming the target image.
+
+    style `brief`: the decisive observations only (60-250 chars). style `scan`: every image read
+    out cell by cell first (univg.cot.scan), then the observations, then a conclusion naming the
+    target's colour, shape, size, cell and image; the scan is the skill perception pre-training
+    gives the tiny base model, so the rest of the chain is reasoning over text.
+    """
     t = int(record["target_image"])
     scene = (record.get("meta") or {}).get("scene")
     sentences: list[str] = []
@@ -338,6 +347,10 @@ def rule_chain(record: dict[str, Any], rng: random.Random) -> tuple[str, bool]:
         except (KeyError, TypeError, ValueError, AttributeError):
             sentences = []  # a scene we cannot read: fall back to the generic chain below
     used_scene = bool(sentences)
+    if used_scene and style == "scan":
+        target = view.target
+        chain = " ".join(scan_sentences(view.images) + sentences + [target_sentence(target, t)])
+        return re.sub(r"\s+", " ", chain).strip(), used_scene
     if not used_scene:
         n = len(record.get("images") or [])
         sentences = [rng.choice([f"Comparing the {n} images against the question,",
@@ -357,15 +370,18 @@ class RuleTeacher(Teacher):
 
     name = "rule"
 
-    def __init__(self, num_candidates: int = 3, seed: int = 0):
+    def __init__(self, num_candidates: int = 3, seed: int = 0, style: str = "scan"):
+        if style not in CHAIN_STYLES:
+            raise ValueError(f"unknown chain style {style!r}; choose from {CHAIN_STYLES}")
         self.num_candidates = num_candidates
         self.seed = seed
+        self.style = style
 
     def candidates(self, record: dict[str, Any]) -> tuple[list[Candidate], bool]:
         chains, used_scene = [], True
         for k in range(self.num_candidates):
             # A string seed is hashed stably (sha512), so the wording never depends on row order.
-            text, used = rule_chain(record, random.Random(f"{self.seed}:{record.get('id')}:{k}"))
+            text, used = rule_chain(record, random.Random(f"{self.seed}:{record.get('id')}:{k}"), self.style)
             chains.append(Candidate(text))
             used_scene = used_scene and used
         return chains, used_scene
@@ -384,7 +400,7 @@ class RuleTeacher(Teacher):
 def make_teacher(cfg: Any, cache_path: Path | None = None) -> Teacher:
     """The teacher named by cot.teacher ('rule' or 'openai')."""
     if cfg.teacher == "rule":
-        return RuleTeacher(cfg.num_candidates, cfg.seed)
+        return RuleTeacher(cfg.num_candidates, cfg.seed, cfg.chain_style)
     if cfg.teacher == "openai":
         from univg.cot.openai_teacher import OpenAITeacher
 

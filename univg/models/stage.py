@@ -23,6 +23,8 @@ def run_base_model_stage(params: Params, corpus_files: list[Path], out_dir: Path
             if missing:
                 raise FileNotFoundError(f"corpus file(s) not found: {', '.join(missing)}")
             info = build_tiny_model(cfg, corpus_from_records(list(corpus_files)), out_dir)
+            if cfg.pretrain_steps:
+                info["pretrain"] = _pretrain(params, out_dir)
         else:
             # A real checkpoint: resolve it once (fails clearly when offline without a copy) and
             # save it here, so every later stage loads the same local folder.
@@ -34,7 +36,24 @@ def run_base_model_stage(params: Params, corpus_files: list[Path], out_dir: Path
             info = {"base": cfg.base, "parameters": sum(p.numel() for p in model.parameters())}
             (out_dir / "univg_model.json").write_text(json.dumps(info, indent=2))
         mlflow.log_dict(info, "model_info.json")
+        for key, value in (info.get("pretrain") or {}).items():
+            if isinstance(value, int | float) and value is not None:
+                mlflow.log_metric(f"pretrain/{key}", value)
         for key, value in info.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 mlflow.log_metric(key, value)
         return info
+
+
+def _pretrain(params: Params, model_dir: Path) -> dict[str, Any]:
+    """Perception pre-training of the freshly built tiny model, in place (univg.models.pretrain)."""
+    from univg.models.pretrain import pretrain_perception
+
+    cfg = params.model
+    summary = pretrain_perception(
+        model_dir, model_dir, steps=cfg.pretrain_steps, batch_size=cfg.pretrain_batch_size,
+        learning_rate=cfg.pretrain_learning_rate, image_size=params.data.image_size,
+        position_cue=params.data.position_cue, seed=cfg.seed,
+    )
+    (model_dir / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
