@@ -49,9 +49,9 @@ class DataConfig(Section):
     out_dir: str = Field("data/mig-synth", description="Folder the data stage writes splits and images to.")
     seed: int = Field(0, description="Base seed; train/val/test use disjoint seed streams derived from it.")
     tasks: list[str] = Field(list(TASKS), description="Which mig-synth tasks to generate.")
-    train_per_task: int = Field(200, ge=1, description="Training samples per task.")
+    train_per_task: int = Field(400, ge=1, description="Training samples per task.")
     val_per_task: int = Field(10, ge=0, description="Validation samples per task.")
-    test_per_task: int = Field(30, ge=1, description="Test samples per task.")
+    test_per_task: int = Field(50, ge=1, description="Test samples per task.")
     image_size: int = Field(112, ge=56, le=1024, description="Side of each square image in pixels (multiple of 28).")
     max_images: int = Field(4, ge=2, le=6, description="Upper bound on images per sample.")
     clutter: float = Field(0.0, ge=0.0, le=1.0, description="Share of background clutter (difficulty knob).")
@@ -99,8 +99,13 @@ class ModelConfig(Section):
     pixel_mean: float = Field(0.894, gt=0, lt=1, description="Tiny model processor: normalisation mean (the synthetic background grey).")
     pixel_std: float = Field(0.25, gt=0, description="Tiny model processor: normalisation std.")
     seeing_init: bool = Field(
-        True, description="Tiny model: start the patch embedding with colour-layout filters (a stand-in for visual pretraining)."
+        True, description="Tiny model: start the patch embedding with colour-layout filters."
     )
+    pretrain_steps: int = Field(
+        400, ge=0, description="Tiny model: perception pre-training steps on freshly drawn scenes (0: none; see univg.models.pretrain)."
+    )
+    pretrain_batch_size: int = Field(32, ge=1, description="Tiny model: perception pre-training batch size.")
+    pretrain_learning_rate: float = Field(1e-3, gt=0, description="Tiny model: perception pre-training peak learning rate.")
 
 
 class OpenAITeacherConfig(Section):
@@ -121,6 +126,9 @@ class OpenAITeacherConfig(Section):
 class CotConfig(Section):
     teacher: Literal["rule", "openai"] = Field("rule", description="Which teacher writes the chains.")
     num_candidates: int = Field(3, ge=1, description="Chains generated per record; the best is kept.")
+    chain_style: Literal["scan", "brief"] = Field(
+        "scan", description="Rule teacher: 'scan' reads every image out cell by cell before reasoning; 'brief' gives only the decisive observations."
+    )
     answer_format: AnswerFormat = Field("indexed", description="Answer format of the SFT targets.")
     out_dir: str = Field("data/cot", description="Where generated chains are written.")
     openai: OpenAITeacherConfig = Field(default_factory=OpenAITeacherConfig)
@@ -191,7 +199,7 @@ class GRPOProfile(TrainProfile):
 
 def _tiny_sft() -> SFTProfile:
     return SFTProfile(
-        learning_rate=2e-3, lr_scheduler_type="cosine", warmup_ratio=0.05, num_train_epochs=3,
+        learning_rate=1e-3, lr_scheduler_type="cosine", warmup_ratio=0.05, num_train_epochs=2,
         per_device_train_batch_size=16, freeze_vision=False, max_length=1024, max_pixels=224 * 224,
         save_steps=100, logging_steps=10, sample_every_steps=0,
     )
@@ -210,9 +218,9 @@ def _paper_sft() -> SFTProfile:
 
 def _tiny_grpo() -> GRPOProfile:
     return GRPOProfile(
-        learning_rate=2e-4, lr_scheduler_type="constant", num_train_epochs=1, max_steps=100,
+        learning_rate=2e-4, lr_scheduler_type="constant", num_train_epochs=1, max_steps=60,
         per_device_train_batch_size=32, num_generations=8, beta=0.0, temperature=1.0,
-        max_completion_length=96, freeze_vision=False, max_pixels=224 * 224, save_steps=25,
+        max_completion_length=320, freeze_vision=False, max_pixels=224 * 224, save_steps=25,
         logging_steps=2,
     )
 
@@ -258,7 +266,7 @@ class EvalConfig(Section):
     benchmark: str = Field("mig-synth", description="Benchmark loader name for the pipeline's eval stage.")
     models: list[str] = Field(["base", "sft", "grpo"], description="Which pipeline models the eval stage scores.")
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
-    max_new_tokens: int = Field(128, ge=8, description="Generation budget per answer.")
+    max_new_tokens: int = Field(320, ge=8, description="Generation budget per answer.")
     n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the 95% intervals.")
     report_samples: int = Field(24, ge=0, description="Samples drawn in the HTML report.")
     out_dir: str = Field("eval", description="Per-model predictions, metrics and reports.")
