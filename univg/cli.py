@@ -131,7 +131,12 @@ def model_build(
     corpus: Annotated[list[Path] | None, typer.Option(help="Record files whose text trains the tokenizer.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: model.out_dir).")] = None,
 ) -> None:
-    """Build the base model: the offline tiny Qwen2-VL, or resolve a real checkpoint (model.base)."""
+    """Build the base model: the offline tiny Qwen2-VL, or resolve a real checkpoint (model.base).
+
+    The tiny model is then perception pre-trained for model.pretrain_steps on freshly drawn scenes
+    (describe every cell, locate, name; no benchmark format), as a real base model arrives
+    pre-trained; set model.pretrain_steps=0 for a blank one.
+    """
     from univg.models.stage import run_base_model_stage
 
     echo_json(run_base_model_stage(params_from(params, set_), corpus or [], out))

@@ -218,7 +218,7 @@ def _paper_sft() -> SFTProfile:
 
 def _tiny_grpo() -> GRPOProfile:
     return GRPOProfile(
-        learning_rate=2e-4, lr_scheduler_type="constant", num_train_epochs=1, max_steps=60,
+        learning_rate=2e-5, lr_scheduler_type="constant", num_train_epochs=1, max_steps=60,
         per_device_train_batch_size=32, num_generations=8, beta=0.0, temperature=1.0,
         max_completion_length=320, freeze_vision=False, max_pixels=224 * 224, save_steps=25,
         logging_steps=2,

@@ -21,6 +21,7 @@ TINY = {
     "data.tasks": ["region", "common_object"], "data.train_per_task": 4, "data.val_per_task": 1,
     "data.test_per_task": 4, "model.vocab_size": 400, "model.hidden_size": 64, "model.num_layers": 2,
     "model.intermediate_size": 128, "model.vision_depth": 1, "model.vision_embed_dim": 32, "model.vision_heads": 2,
+    "model.pretrain_steps": 2, "model.pretrain_batch_size": 2,
     "sft.tiny-cpu.max_steps": 2, "sft.tiny-cpu.per_device_train_batch_size": 4,
     "grpo.tiny-cpu.max_steps": 1, "grpo.tiny-cpu.per_device_train_batch_size": 4,
     "grpo.tiny-cpu.num_generations": 2, "grpo.tiny-cpu.max_completion_length": 16,

@@ -13,6 +13,8 @@ TINY_OVERRIDES = {
     "model.vision_embed_dim": 32,
     "model.vision_heads": 2,
     "model.vocab_size": 300,
+    "model.pretrain_steps": 2,  # the real pre-training path, kept short
+    "model.pretrain_batch_size": 2,
     "sft.tiny-cpu.max_steps": 2,
     "sft.tiny-cpu.per_device_train_batch_size": 4,
     "sft.tiny-cpu.save_steps": 1,
