@@ -9,13 +9,12 @@ import pytest
 from cot_helpers import read_jsonl
 
 from univg.config import TASKS
+from univg.cot.naming import last_named_image, named_images
 from univg.cot.scan import image_scan, target_sentence
 from univg.cot.teachers import (
     Candidate,
     RuleTeacher,
     coarse_position,
-    last_named_image,
-    named_images,
     rule_chain,
     rule_score,
     select_best,

@@ -29,7 +29,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from univg.cot.teachers import Candidate, RowOutcome, Teacher, Usage, last_named_image, select_best
+from univg.cot.naming import last_named_image
+from univg.cot.teachers import Candidate, RowOutcome, Teacher, Usage, select_best
 from univg.data.images import resolve_images
 from univg.eval.parsing import completion_text, parse_answer
 from univg.prompts import format_box

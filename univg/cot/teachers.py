@@ -8,7 +8,7 @@ A teacher is shown the answer (target image and box) and writes reasoning as if 
   - `openai` any OpenAI-compatible chat-completions endpoint (univg/cot/openai_teacher.py).
 
 Every chain ends by naming the target image: validation rejects a chain whose last named image is
-not the target (`last_named_image` is the one parser for that, shared with validation).
+not the target (`univg.cot.naming.last_named_image` is the one parser for that, shared with validation).
 """
 
 from __future__ import annotations
@@ -21,43 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from univg.cot.naming import last_named_image
 from univg.cot.scan import scan_sentences, target_sentence
 from univg.eval.parsing import BOX_PATTERN
 from univg.schema import iou
 
 CHAIN_STYLES = ("scan", "brief")
 
-# ----------------------------------------------------------------------------- naming images
-_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
-_ORDINALS = {**{w: k for k, w in enumerate(_WORDS, 1)}, **{f"{k}{'stndrd'[2 * k - 2:2 * k] if k < 4 else 'th'}": k for k in range(1, 9)}}
-# "image 3", "Image-3", "image3", "frame 2", "images 1 and 3" (plural takes a list), "the third image".
-_NAMED_IMAGE = re.compile(
-    r"\b(?:(?:image|frame|picture)\s*[-#]?\s*(?P<one>\d+)"
-    r"|(?:images|frames|pictures)\s*[-#]?\s*(?P<many>\d+(?:\s*(?:,|and|or|&)\s*\d+)*)"
-    r"|(?P<ord>" + "|".join(_ORDINALS) + r")\s+(?:image|frame|picture)s?)\b",
-    re.IGNORECASE,
-)
-_NUMBER = re.compile(r"\d+")
 _CHAIN_BOX = re.compile(BOX_PATTERN)
-
-
-def named_images(chain: str) -> list[int]:
-    """Every image a chain names, in reading order (1-based)."""
-    names: list[int] = []
-    for match in _NAMED_IMAGE.finditer(chain):
-        if match.group("one"):
-            names.append(int(match.group("one")))
-        elif match.group("many"):
-            names.extend(int(n) for n in _NUMBER.findall(match.group("many")))
-        else:
-            names.append(_ORDINALS[match.group("ord").lower()])
-    return names
-
-
-def last_named_image(chain: str) -> int | None:
-    """The image a chain's conclusion names: the last one it mentions (None: it names none)."""
-    names = named_images(chain)
-    return names[-1] if names else None
 
 
 # ----------------------------------------------------------------------------- interface
