@@ -38,3 +38,34 @@ def test_scan_sentences_and_target_sentence_name_the_images():
         "Image 2: top-left: empty; top-right: empty; bottom-left: empty; bottom-right: empty.",
     ]
     assert target_sentence(images[0]["objects"][0], 1) == "The target is the red circle, medium, at the top-left of image 1."
+
+
+def _load_diagnostics():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "scan_diagnostics.py"
+    spec = importlib.util.spec_from_file_location("scan_diagnostics", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_diagnostics_score_the_teachers_own_chains_as_perfect_and_catch_a_wrong_cell(synth_dir):
+    import random
+
+    from cot_helpers import read_jsonl
+
+    from univg.cot.teachers import rule_chain
+    from univg.prompts import format_completion
+
+    diagnostics = _load_diagnostics()
+    records = read_jsonl(synth_dir / "train.jsonl")
+    perfect = [format_completion(rule_chain(r, random.Random(0), "scan")[0], r["box"], r["target_image"]) for r in records]
+    result = diagnostics.diagnose(records, perfect)
+    assert result["scan_colour_acc"] == result["scan_shape_acc"] == 1.0
+    assert result["concluded"] == result["conclusion_object_acc"] == result["conclusion_cell_acc"] == 1.0
+    assert result["answer_follows_conclusion"] == result["hit_when_conclusion_ok"] == 1.0
+    flipped = [text.replace(" at the top-", " at the bottom-", 1) if " at the top-" in text else text.replace(" at the bottom-", " at the top-", 1)
+               for text in perfect]
+    assert diagnostics.diagnose(records, flipped)["conclusion_cell_acc"] < 1.0
