@@ -133,9 +133,7 @@ def model_build(
 ) -> None:
     """Build the base model: the offline tiny Qwen2-VL, or resolve a real checkpoint (model.base).
 
-    The tiny model is then perception pre-trained for model.pretrain_steps on freshly drawn scenes
-    (describe every cell, locate, name; no benchmark format), as a real base model arrives
-    pre-trained; set model.pretrain_steps=0 for a blank one.
+    The tiny model is then perception pre-trained for model.pretrain_steps on freshly drawn scenes (describe every cell, locate, name; no benchmark format), as a real base model arrives pre-trained. Set model.pretrain_steps=0 for a blank one.
     """
     from univg.models.stage import run_base_model_stage
 

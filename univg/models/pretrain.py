@@ -8,10 +8,12 @@ module is the stand-in for that pre-training, in the `base_model` stage:
 
 - freshly drawn single- and two-image scenes of the same shape world (a seed stream of its own,
   disjoint from train/val/test, so no benchmark sample is ever seen);
-- three plain-text tasks, as in a VLM's grounding pre-training: describe every object with its
-  position and box, locate a named object, name the object at a position;
-- no <think>/<answer> tags and no multi-image questions: the base model still does not know the
-  benchmark's format or reasoning, and must be taught both by CoT SFT.
+- three plain-text tasks, as in a VLM's grounding pre-training: describe an image cell by cell
+  (80%: the scan of univg.cot.scan, the densest signal per image), locate a named object (its cell
+  and box), name the object in a cell;
+- every question is about one image (of the one or two shown), with no <think>/<answer> tags: the
+  base model does not know the benchmark's format or its multi-image reasoning, and must be taught
+  both by CoT SFT.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from univg.data.draw import render
 from univg.cot.scan import cell_name, image_scan, object_phrase
+from univg.data.draw import render
 from univg.data.layout import Context, pick, scene_object
 from univg.prompts import assistant_message
 
@@ -78,6 +80,7 @@ def perception_example(seed: int, index: int, image_size: int, position_cue: flo
 
 
 def perception_examples(count: int, seed: int, image_size: int, position_cue: float) -> Iterator[dict[str, Any]]:
+    """Examples 0..count-1 of the pre-training stream."""
     for index in range(count):
         yield perception_example(seed, index, image_size, position_cue)
 
