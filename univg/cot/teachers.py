@@ -319,8 +319,7 @@ def rule_chain(record: dict[str, Any], rng: random.Random, style: str = "scan") 
             sentences = []  # a scene we cannot read: fall back to the generic chain below
     used_scene = bool(sentences)
     if used_scene and style == "scan":
-        target = view.target
-        chain = " ".join(scan_sentences(view.images) + sentences + [target_sentence(target, t)])
+        chain = " ".join(scan_sentences(view.images) + sentences + [target_sentence(view.target, t)])
         return re.sub(r"\s+", " ", chain).strip(), used_scene
     if not used_scene:
         n = len(record.get("images") or [])

@@ -37,7 +37,7 @@ def run_base_model_stage(params: Params, corpus_files: list[Path], out_dir: Path
             (out_dir / "univg_model.json").write_text(json.dumps(info, indent=2))
         mlflow.log_dict(info, "model_info.json")
         for key, value in (info.get("pretrain") or {}).items():
-            if isinstance(value, int | float) and value is not None:
+            if isinstance(value, int | float):
                 mlflow.log_metric(f"pretrain/{key}", value)
         for key, value in info.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
