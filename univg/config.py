@@ -199,7 +199,7 @@ class GRPOProfile(TrainProfile):
 
 def _tiny_sft() -> SFTProfile:
     return SFTProfile(
-        learning_rate=1e-3, lr_scheduler_type="cosine", warmup_ratio=0.05, num_train_epochs=2,
+        learning_rate=1e-3, lr_scheduler_type="cosine", warmup_ratio=0.05, num_train_epochs=3,
         per_device_train_batch_size=16, freeze_vision=False, max_length=1024, max_pixels=224 * 224,
         save_steps=100, logging_steps=10, sample_every_steps=0,
     )
