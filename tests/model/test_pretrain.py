@@ -43,4 +43,4 @@ def test_a_short_pretraining_run_saves_a_loadable_model_that_changed(tiny_dir, t
     changed = [name for (name, a), (_, b) in zip(before.named_parameters(), after.named_parameters(), strict=True)
                if not a.detach().equal(b.detach())]
     assert changed, "pre-training left every weight as it was"
-    assert (out / "tokenizer.json").is_file() and not any(p.name.startswith("univg-pretrain") for p in out.iterdir())
+    assert (out / "tokenizer.json").is_file()

@@ -18,7 +18,6 @@ module is the stand-in for that pre-training, in the `base_model` stage:
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import numpy as np
 from univg.cot.scan import cell_name, image_scan, object_phrase
 from univg.data.draw import render
 from univg.data.layout import Context, pick, scene_object
-from univg.prompts import assistant_message
+from univg.prompts import assistant_message, format_box
 
 PRETRAIN_SPLIT_ID = 7  # the seed stream of pre-training scenes (train/val/test use 0/1/2)
 TASKS = ("describe", "locate", "name")
@@ -45,10 +44,6 @@ def _random_image(ctx: Context, marked: bool) -> dict[str, Any]:
     return {"objects": objects, "marks": marks,
             "scene": {"objects": [scene_object(o, ctx.size) for o in objects],
                       "marks": [{"kind": kind, "object": i} for kind, i in marks]}}
-
-
-def _box_text(box: list[int]) -> str:
-    return f"({box[0]},{box[1]}),({box[2]},{box[3]})"
 
 
 def perception_example(seed: int, index: int, image_size: int, position_cue: float) -> dict[str, Any]:
@@ -70,7 +65,7 @@ def perception_example(seed: int, index: int, image_size: int, position_cue: flo
         obj = scene["objects"][i]
         if task == "locate":
             question = f"Where is the {obj['colour']} {obj['shape']}{in_image}?"
-            answer = f"{cell_name(obj['box'])} {_box_text(obj['box'])}"
+            answer = f"{cell_name(obj['box'])} {format_box(obj['box'], answer_format='univg-r1')}"
         else:
             question = f"What is at the {cell_name(obj['box'])}{in_image}?"
             answer = object_phrase(obj, [m["kind"] for m in scene["marks"] if m["object"] == i])
@@ -95,23 +90,20 @@ def pretrain_perception(model_dir: Path, out_dir: Path, *, steps: int, batch_siz
 
     started = time.perf_counter()
     torch.manual_seed(seed)
-    scratch = tempfile.mkdtemp(prefix="univg-pretrain-")
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     dataset = Dataset.from_list(list(perception_examples(steps * batch_size, seed, image_size, position_cue)))
-    args = SFTConfig(
-        # Trainer wants an output_dir even with save_strategy "no"; a scratch one leaves nothing behind.
-        output_dir=scratch, per_device_train_batch_size=batch_size, max_steps=steps,
-        learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=20,
-        save_strategy="no", report_to=[], seed=seed, max_length=None, completion_only_loss=True, packing=False,
-        dataset_kwargs={"skip_prepare_dataset": True}, use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=not progress, dataloader_num_workers=0, remove_unused_columns=False,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
-    try:
+    # Trainer wants an output_dir even with save_strategy "no"; a scratch one leaves nothing behind.
+    with tempfile.TemporaryDirectory(prefix="univg-pretrain-") as scratch:
+        args = SFTConfig(
+            output_dir=scratch, per_device_train_batch_size=batch_size, max_steps=steps,
+            learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=20,
+            save_strategy="no", report_to=[], seed=seed, max_length=None, completion_only_loss=True, packing=False,
+            dataset_kwargs={"skip_prepare_dataset": True}, use_cpu=not torch.cuda.is_available(),
+            disable_tqdm=not progress, dataloader_num_workers=0, remove_unused_columns=False,
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
         trainer.train()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     trainer.model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
