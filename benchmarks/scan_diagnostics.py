@@ -7,6 +7,8 @@ records it was run on, and prints, over all test samples:
   and is the shape right (the perception the base model was pre-trained for);
 - the conclusion ('The target is the <colour> <shape>, <size>, at the <cell> of image <k>.'):
   how often its image, object, cell and size are right;
+- the key step before it ('We look for the <colour> <shape> in image <k>.'): how often it names
+  the target, and how often the conclusion's cell is right when it does (the lookup in the scan);
 - whether the answer box follows the conclusion, and the hit rate when the conclusion is right.
 
     python benchmarks/scan_diagnostics.py eval/sft data/mig-synth/test.jsonl
@@ -25,6 +27,7 @@ from univg.eval.parsing import parse_answer
 from univg.schema import iou, read_records
 
 CONCLUSION = re.compile(r"The target is the (\w+) (\w+), ([^<]*?), at the ([a-z-]+) of image (\d+)\.")
+KEY = re.compile(r"We look for the (?:(?:small|medium|large|striped) )?(\w+) (\w+) in image (\d+)\.")
 
 
 def read_scan(response: str, image: int) -> dict[str, str]:
@@ -53,6 +56,13 @@ def diagnose(records: list[dict], responses: list[str]) -> dict[str, float]:
         if not conclusion:
             continue
         colour, shape, details, cell, image = conclusion.groups()
+        key = KEY.search(response)
+        if key:  # the chain's last reasoning step before the lookup (scan chains since session 3)
+            counts["keyed"] += 1
+            key_ok = key.groups() == (target["colour"], target["shape"], str(record["target_image"]))
+            counts["key_ok"] += key_ok
+            if key_ok:
+                counts["cell_ok_given_key"] += cell == cell_name(record["box"])
         right = {"image": int(image) == record["target_image"], "object": (colour, shape) == (target["colour"], target["shape"]),
                  "cell": cell == cell_name(record["box"]), "size": details.split(",")[0].strip() == target["size"]}
         counts["concluded"] += 1
@@ -70,6 +80,7 @@ def diagnose(records: list[dict], responses: list[str]) -> dict[str, float]:
         "samples": counts["samples"], "scan_colour_acc": share("colour_ok", "cells"), "scan_shape_acc": share("shape_ok", "cells"),
         "concluded": share("concluded", "samples"),
         **{f"conclusion_{name}_acc": share(f"conclusion_{name}_ok", "concluded") for name in ("image", "object", "cell", "size")},
+        "key_acc": share("key_ok", "keyed"), "conclusion_cell_acc_given_key": share("cell_ok_given_key", "key_ok"),
         "answer_follows_conclusion": share("answer_follows_conclusion", "concluded"),
         "hit_when_conclusion_ok": share("hit_when_conclusion_ok", "conclusion_all_ok"),
     }

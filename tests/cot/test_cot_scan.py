@@ -69,3 +69,32 @@ def test_diagnostics_score_the_teachers_own_chains_as_perfect_and_catch_a_wrong_
     flipped = [text.replace(" at the top-", " at the bottom-", 1) if " at the top-" in text else text.replace(" at the bottom-", " at the top-", 1)
                for text in perfect]
     assert diagnostics.diagnose(records, flipped)["conclusion_cell_acc"] < 1.0
+
+
+def test_object_key_adds_size_or_texture_only_for_a_twin():
+    from univg.cot.scan import object_key
+
+    red = obj("circle", "red", [0, 0, 9, 9], "large")
+    assert object_key(red, [red, obj("square", "red", [0, 0, 9, 9])]) == "red circle"
+    assert object_key(red, [red, obj("circle", "red", [0, 0, 9, 9], "small")]) == "large red circle"
+    striped = obj("circle", "red", [0, 0, 9, 9], "large", "striped")
+    assert object_key(striped, [striped, red]) == "striped red circle"
+
+
+def test_scan_chains_name_the_key_object_in_fixed_words_for_every_task(synth_dir):
+    import random
+
+    from cot_helpers import read_jsonl
+
+    from univg.cot.teachers import rule_chain
+
+    records = read_jsonl(synth_dir / "train.jsonl")
+    assert len({r["task"] for r in records}) == 10
+    for record in records:
+        scene = record["meta"]["scene"]
+        target = scene["images"][record["target_image"] - 1]["objects"][scene["target"]["object"]]
+        chain = rule_chain(record, random.Random(0), "scan")[0]
+        key = f"{target['colour']} {target['shape']} in image {record['target_image']}."
+        assert f"We look for the {key}" in chain or f"We look for the {target['size']} {key}" in chain \
+            or f"We look for the striped {key}" in chain, (record["task"], chain)
+        assert chain == rule_chain(record, random.Random(7), "scan")[0], "scan chains are worded without randomness"

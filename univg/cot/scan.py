@@ -54,3 +54,53 @@ def scan_sentences(images: Sequence[dict[str, Any]]) -> list[str]:
 def target_sentence(obj: dict[str, Any], image: int) -> str:
     """The conclusion with everything the box depends on: what, how large, where, which image."""
     return f"The target is the {object_phrase(obj)}, at the {cell_name(obj['box'])} of image {image}."
+
+
+def object_key(obj: dict[str, Any], others: Sequence[dict[str, Any]] = ()) -> str:
+    """'cyan diamond', with size and texture added only when another object shares colour and shape."""
+    words = f"{obj.get('colour', '')} {obj.get('shape', 'object')}"
+    twins = [o for o in others if o is not obj and (o.get("colour"), o.get("shape")) == (obj.get("colour"), obj.get("shape"))]
+    if twins and obj.get("texture") == "striped" and all(o.get("texture") != "striped" for o in twins):
+        return f"striped {words}"
+    return f"{obj.get('size', '')} {words}".strip() if twins else words
+
+
+def scan_evidence(task: str, scene: Any) -> list[str]:
+    """The decisive steps of a scan chain, one fixed wording per task ([] when the scene lacks them).
+
+    Every chain narrows the question down to one object named by colour and shape (the key),
+    then says "We look for the <key> in image <t>." The conclusion after it is then a lookup of
+    that key in the scan of image t, whose entry gives the cell and size. Fixed wordings and cell
+    names (the scan's own words) leave the tiny model only the reasoning to learn, not phrasing.
+    `scene` is a univg.cot.teachers.Scene (target, reference, facts, objects(k)).
+    """
+    target, t = scene.target, scene.t
+    if target is None or "box" not in target:
+        return []
+    key = object_key(target, scene.objects(t))
+    ref, r = scene.reference, scene.r
+    ref_key = object_key(ref, scene.objects(r)) if ref is not None and isinstance(r, int) else None
+    facts = scene.facts
+    if task in ("diff", "view_diff"):
+        steps = [f"Only the {key} in image {t} is not in image 1."]
+    elif task == "common_object":
+        steps = [f"Only the {key} is in every image."]
+    elif task == "object_tracking":
+        steps = [f"Only the {key} changes place between frames."]
+    elif task == "group_grounding":
+        steps = [f"Only image {t} has the {key}."]
+    elif task == "refer_grounding":
+        steps = []
+    elif task == "reasoning" and ref_key:
+        attribute = str(facts.get("attribute", "colour"))
+        value = facts.get("value") or ref.get(attribute)
+        steps = [f"The {facts.get('extreme', 'marked')} shape in image {r} is the {ref_key}, so the {attribute} to match is {value}.",
+                 f"Only the {key} in image {t} has it."]
+    elif task == "multi_view" and ref_key:
+        steps = [f"The object at the {facts.get('position', cell_name(ref['box']))} of image {r} is the {ref_key}."]
+    elif ref_key and r != t:  # region (framed), correspondence (dot), any other marked reference
+        marked = {"dot": "object with the dot", "box": "framed object"}.get(str(facts.get("mark")), "marked object")
+        steps = [f"The {marked} in image {r} is the {ref_key}."]
+    else:
+        return []
+    return steps + [f"We look for the {key} in image {t}."]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from univg.cot.naming import last_named_image
-from univg.cot.scan import scan_sentences, target_sentence
+from univg.cot.scan import scan_evidence, scan_sentences, target_sentence
 from univg.eval.parsing import BOX_PATTERN
 from univg.schema import iou
 
@@ -303,9 +303,10 @@ def rule_chain(record: dict[str, Any], rng: random.Random, style: str = "scan") 
     """(chain, used_scene): faithful, ending by naming the target image.
 
     style `brief`: the decisive observations only (60-250 chars). style `scan`: every image read
-    out cell by cell first (univg.cot.scan), then the observations, then a conclusion naming the
-    target's colour, shape, size, cell and image; the scan is the skill perception pre-training
-    gives the tiny base model, so the rest of the chain is reasoning over text.
+    out cell by cell first (univg.cot.scan), then fixed-wording steps down to the key object
+    ("We look for the red circle in image 2."), then a conclusion naming the target's colour,
+    shape, size, cell and image; the scan is the skill perception pre-training gives the tiny base
+    model, so the rest of the chain is reasoning over text.
     """
     t = int(record["target_image"])
     scene = (record.get("meta") or {}).get("scene")
@@ -314,7 +315,8 @@ def rule_chain(record: dict[str, Any], rng: random.Random, style: str = "scan") 
         try:
             view = Scene(scene, t)
             # A scene that disagrees with the record's answer cannot back a faithful chain.
-            sentences = _evidence(str(record.get("task", "")), view, rng) if view.t == t else []
+            evidence = scan_evidence if style == "scan" else lambda task, s: _evidence(task, s, rng)
+            sentences = evidence(str(record.get("task", "")), view) if view.t == t else []
         except (KeyError, TypeError, ValueError, AttributeError):
             sentences = []  # a scene we cannot read: fall back to the generic chain below
     used_scene = bool(sentences)
