@@ -126,8 +126,10 @@ class OpenAITeacherConfig(Section):
 class CotConfig(Section):
     teacher: Literal["rule", "openai"] = Field("rule", description="Which teacher writes the chains.")
     num_candidates: int = Field(3, ge=1, description="Chains generated per record; the best is kept.")
-    chain_style: Literal["scan", "brief"] = Field(
-        "scan", description="Rule teacher: 'scan' reads every image out cell by cell before reasoning; 'brief' gives only the decisive observations."
+    chain_style: Literal["scan", "keyed", "brief"] = Field(
+        "scan",
+        description="Rule teacher: 'scan' reads every image out cell by cell before reasoning; 'keyed' is 'scan' with fixed-wording "
+        "steps down to a key object ('We look for the red circle in image 2.'); 'brief' gives only the decisive observations.",
     )
     answer_format: AnswerFormat = Field("indexed", description="Answer format of the SFT targets.")
     out_dir: str = Field("data/cot", description="Where generated chains are written.")

@@ -81,7 +81,7 @@ def test_object_key_adds_size_or_texture_only_for_a_twin():
     assert object_key(striped, [striped, red]) == "striped red circle"
 
 
-def test_scan_chains_name_the_key_object_in_fixed_words_for_every_task(synth_dir):
+def test_keyed_chains_name_the_key_object_in_fixed_words_for_every_task(synth_dir):
     import random
 
     from cot_helpers import read_jsonl
@@ -93,8 +93,8 @@ def test_scan_chains_name_the_key_object_in_fixed_words_for_every_task(synth_dir
     for record in records:
         scene = record["meta"]["scene"]
         target = scene["images"][record["target_image"] - 1]["objects"][scene["target"]["object"]]
-        chain = rule_chain(record, random.Random(0), "scan")[0]
+        chain = rule_chain(record, random.Random(0), "keyed")[0]
         key = f"{target['colour']} {target['shape']} in image {record['target_image']}."
         assert f"We look for the {key}" in chain or f"We look for the {target['size']} {key}" in chain \
             or f"We look for the striped {key}" in chain, (record["task"], chain)
-        assert chain == rule_chain(record, random.Random(7), "scan")[0], "scan chains are worded without randomness"
+        assert chain == rule_chain(record, random.Random(7), "keyed")[0], "keyed chains are worded without randomness"

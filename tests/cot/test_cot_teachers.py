@@ -123,7 +123,7 @@ def test_rule_chain_wording_varies(task):
     assert len(chains) >= 2
 
 
-@pytest.mark.parametrize("style", ["scan", "brief"])
+@pytest.mark.parametrize("style", ["scan", "keyed", "brief"])
 def test_rule_chains_on_generated_mig_synth(synth_dir, style):
     records = read_jsonl(synth_dir / "train.jsonl")
     assert {r["task"] for r in records} == set(TASKS)
@@ -138,12 +138,13 @@ def test_rule_chains_on_generated_mig_synth(synth_dir, style):
             assert target["shape"] in outcome.candidates[outcome.chosen].text
 
 
+@pytest.mark.parametrize("style", ["scan", "keyed"])
 @pytest.mark.parametrize("task", TASKS)
-def test_scan_chain_reads_every_image_then_concludes_with_the_target(task):
+def test_scan_chain_reads_every_image_then_concludes_with_the_target(task, style):
     record = HAND[task]
-    chain, used_scene = rule_chain(record, random.Random(0), style="scan")
+    chain, used_scene = rule_chain(record, random.Random(0), style=style)
     assert used_scene
-    _assert_good_chain(record, chain, "scan")
+    _assert_good_chain(record, chain, style)
     images = record["meta"]["scene"]["images"]
     for k, image in enumerate(images, start=1):
         assert f"Image {k}: {image_scan(image)}." in chain

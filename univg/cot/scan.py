@@ -66,7 +66,7 @@ def object_key(obj: dict[str, Any], others: Sequence[dict[str, Any]] = ()) -> st
 
 
 def scan_evidence(task: str, scene: Any) -> list[str]:
-    """The decisive steps of a scan chain, one fixed wording per task ([] when the scene lacks them).
+    """The decisive steps of a `keyed` scan chain, one fixed wording per task ([] when the scene lacks them).
 
     Every chain narrows the question down to one object named by colour and shape (the key),
     then says "We look for the <key> in image <t>." The conclusion after it is then a lookup of

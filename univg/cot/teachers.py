@@ -26,7 +26,7 @@ from univg.cot.scan import scan_evidence, scan_sentences, target_sentence
 from univg.eval.parsing import BOX_PATTERN
 from univg.schema import iou
 
-CHAIN_STYLES = ("scan", "brief")
+CHAIN_STYLES = ("scan", "keyed", "brief")
 
 _CHAIN_BOX = re.compile(BOX_PATTERN)
 
@@ -303,10 +303,11 @@ def rule_chain(record: dict[str, Any], rng: random.Random, style: str = "scan") 
     """(chain, used_scene): faithful, ending by naming the target image.
 
     style `brief`: the decisive observations only (60-250 chars). style `scan`: every image read
-    out cell by cell first (univg.cot.scan), then fixed-wording steps down to the key object
-    ("We look for the red circle in image 2."), then a conclusion naming the target's colour,
-    shape, size, cell and image; the scan is the skill perception pre-training gives the tiny base
-    model, so the rest of the chain is reasoning over text.
+    out cell by cell first (univg.cot.scan), then the observations, then a conclusion naming the
+    target's colour, shape, size, cell and image; the scan is the skill perception pre-training
+    gives the tiny base model, so the rest of the chain is reasoning over text. style `keyed`:
+    `scan` with fixed-wording steps down to a key object ("We look for the red circle in image 2.")
+    in place of the observations, so diagnostics can score that step on its own.
     """
     t = int(record["target_image"])
     scene = (record.get("meta") or {}).get("scene")
@@ -315,12 +316,12 @@ def rule_chain(record: dict[str, Any], rng: random.Random, style: str = "scan") 
         try:
             view = Scene(scene, t)
             # A scene that disagrees with the record's answer cannot back a faithful chain.
-            evidence = scan_evidence if style == "scan" else lambda task, s: _evidence(task, s, rng)
+            evidence = scan_evidence if style == "keyed" else lambda task, s: _evidence(task, s, rng)
             sentences = evidence(str(record.get("task", "")), view) if view.t == t else []
         except (KeyError, TypeError, ValueError, AttributeError):
             sentences = []  # a scene we cannot read: fall back to the generic chain below
     used_scene = bool(sentences)
-    if used_scene and style == "scan":
+    if used_scene and style in ("scan", "keyed"):
         chain = " ".join(scan_sentences(view.images) + sentences + [target_sentence(view.target, t)])
         return re.sub(r"\s+", " ", chain).strip(), used_scene
     if not used_scene:
