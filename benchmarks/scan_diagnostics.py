@@ -57,7 +57,7 @@ def diagnose(records: list[dict], responses: list[str]) -> dict[str, float]:
             continue
         colour, shape, details, cell, image = conclusion.groups()
         key = KEY.search(response)
-        if key:  # the chain's last reasoning step before the lookup (scan chains since session 3)
+        if key:  # the last reasoning step before the lookup (chain_style: keyed)
             counts["keyed"] += 1
             key_ok = key.groups() == (target["colour"], target["shape"], str(record["target_image"]))
             counts["key_ok"] += key_ok

@@ -65,7 +65,7 @@ def object_key(obj: dict[str, Any], others: Sequence[dict[str, Any]] = ()) -> st
     return f"{obj.get('size', '')} {words}".strip() if twins else words
 
 
-def scan_evidence(task: str, scene: Any) -> list[str]:
+def keyed_steps(task: str, scene: Any) -> list[str]:
     """The decisive steps of a `keyed` scan chain, one fixed wording per task ([] when the scene lacks them).
 
     Every chain narrows the question down to one object named by colour and shape (the key),

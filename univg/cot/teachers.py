@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from univg.cot.naming import last_named_image
-from univg.cot.scan import scan_evidence, scan_sentences, target_sentence
+from univg.cot.scan import keyed_steps, scan_sentences, target_sentence
 from univg.eval.parsing import BOX_PATTERN
 from univg.schema import iou
 
@@ -316,8 +316,9 @@ def rule_chain(record: dict[str, Any], rng: random.Random, style: str = "scan") 
         try:
             view = Scene(scene, t)
             # A scene that disagrees with the record's answer cannot back a faithful chain.
-            evidence = scan_evidence if style == "keyed" else lambda task, s: _evidence(task, s, rng)
-            sentences = evidence(str(record.get("task", "")), view) if view.t == t else []
+            task = str(record.get("task", ""))
+            if view.t == t:
+                sentences = keyed_steps(task, view) if style == "keyed" else _evidence(task, view, rng)
         except (KeyError, TypeError, ValueError, AttributeError):
             sentences = []  # a scene we cannot read: fall back to the generic chain below
     used_scene = bool(sentences)
