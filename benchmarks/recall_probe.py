@@ -13,8 +13,8 @@ accuracy of the answer every `--every` steps (no images, so it runs fast):
 
     python benchmarks/recall_probe.py models/base --task ar --steps 6000 --batch-size 64
 
-Session 3 measured (docs/results.md): `lookup` stays at 0.10-0.17 after 600 steps, `ar` at 0.38
-after 4000 steps at batch 32; at batch 64, `ar` starts to rise only after about 2500 steps.
+Session 3 measured (docs/results.md): `lookup` stays at 0.10-0.17 after 600 steps, `ar` at 0.39
+after 4000 steps at batch 32; at batch 64, `ar` starts to rise only after 2000-2500 steps.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
 from univg.cot.scan import CELLS
-
-COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "cyan")
-SHAPES = ("circle", "square", "triangle", "cross", "diamond")
-SIZES = ("small", "medium", "large")
+from univg.data.draw import SHAPES
+from univg.data.layout import COLOURS, SIZES
 
 
 def ar_example(rng: random.Random) -> tuple[str, str]:

@@ -23,11 +23,12 @@ from collections import Counter
 from pathlib import Path
 
 from univg.cot.scan import CELLS, cell_name, image_scan
+from univg.data.layout import SIZES
 from univg.eval.parsing import parse_answer
 from univg.schema import iou, read_records
 
 CONCLUSION = re.compile(r"The target is the (\w+) (\w+), ([^<]*?), at the ([a-z-]+) of image (\d+)\.")
-KEY = re.compile(r"We look for the (?:(?:small|medium|large|striped) )?(\w+) (\w+) in image (\d+)\.")
+KEY = re.compile(rf"We look for the (?:(?:{'|'.join((*SIZES, 'striped'))}) )?(\w+) (\w+) in image (\d+)\.")
 
 
 def read_scan(response: str, image: int) -> dict[str, str]:
