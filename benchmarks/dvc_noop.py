@@ -20,12 +20,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: make `flows` importable
+
+from flows.steps import executable  # noqa: E402
+
 TARGET_S = 3.0
 
 
 def dvc(*args: str) -> list[str]:
-    beside = Path(sys.executable).parent / "dvc"
-    return [str(beside) if beside.exists() else "dvc", *args]
+    return [executable("dvc"), *args]
 
 
 def stale_stages(repo: Path) -> dict:

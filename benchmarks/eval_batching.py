@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from univg.config import load_params
-    from univg.eval.benchmarks import load_benchmark
+    from univg.data.benchmarks import load_benchmark
     from univg.eval.inference import model_generate
     from univg.models.loading import load_model_and_processor
 

@@ -46,9 +46,9 @@ def run_variant(weighted: bool, params, dataset, model_dir: Path, out_dir: Path,
     from trl import GRPOConfig, GRPOTrainer
 
     from univg.models.loading import load_model_and_processor
-    from univg.rewards import DEFAULT_REWARDS, reward_functions
+    from univg.rewards import reward_functions
     from univg.train.grpo import grpo_arguments
-    from univg.train.weighting import DifficultyWeightedGRPOTrainer
+    from univg.train.grpo_trainer import DifficultyWeightedGRPOTrainer
 
     profile = params.grpo.active
     kwargs = grpo_arguments(profile, out_dir, max_steps=steps)
@@ -56,7 +56,7 @@ def run_variant(weighted: bool, params, dataset, model_dir: Path, out_dir: Path,
     model, processor = load_model_and_processor(str(model_dir), padding_side="left", trainable=True)
     timer = StepTimer()
     common = {"model": model, "processing_class": processor, "args": GRPOConfig(**kwargs),
-              "reward_funcs": reward_functions(DEFAULT_REWARDS, params.cot.answer_format),
+              "reward_funcs": reward_functions(list(profile.rewards), params.cot.answer_format),
               "train_dataset": dataset, "callbacks": [timer]}
     if weighted:
         trainer = DifficultyWeightedGRPOTrainer(**common, weighting="exp")
@@ -72,7 +72,7 @@ def weighting_cost_ms(completions: int, generations: int, repeats: int = 2000) -
     """The weighting code alone on one generation batch: weights, the slice, the multiply."""
     import torch
 
-    from univg.train.grpo import difficulty_weights, group_mean_iou
+    from univg.train.weighting import difficulty_weights, group_mean_iou
 
     rewards, advantages = torch.rand(completions), torch.randn(completions)
     started = time.perf_counter()

@@ -20,9 +20,9 @@ import time
 
 import numpy as np
 
-from univg.cot.scan import CELLS
 from univg.data.draw import PALETTE, render
 from univg.data.layout import Context
+from univg.data.scan import CELLS
 from univg.prompts import assistant_message
 
 TASKS = ("colour", "colour_at", "describe", "describe_size_first")

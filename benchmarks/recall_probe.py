@@ -26,9 +26,9 @@ import time
 import torch
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-from univg.cot.scan import CELLS
 from univg.data.draw import SHAPES
 from univg.data.layout import COLOURS, SIZES
+from univg.data.scan import CELLS
 
 
 def ar_example(rng: random.Random) -> tuple[str, str]:

@@ -22,9 +22,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from univg.cot.scan import CELLS, cell_name, image_scan
+from univg.answers import parse_answer
 from univg.data.layout import SIZES
-from univg.eval.parsing import parse_answer
+from univg.data.scan import CELLS, cell_name, image_scan
 from univg.schema import iou, read_records
 
 CONCLUSION = re.compile(r"The target is the (\w+) (\w+), ([^<]*?), at the ([a-z-]+) of image (\d+)\.")

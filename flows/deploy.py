@@ -23,6 +23,11 @@ from typing import Any
 import httpx
 import yaml
 
+if __package__ in (None, ""):  # run as `python flows/deploy.py`: make `flows` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flows.steps import executable, tool_env  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = Path("infra/prefect.yaml")
 POOL_TYPE = "process"
@@ -30,11 +35,6 @@ POOL_TYPE = "process"
 
 class StackError(RuntimeError):
     """A server or CLI step that did not come up or failed; the message holds its output."""
-
-
-def prefect_bin() -> str:
-    beside = Path(sys.executable).parent / "prefect"
-    return str(beside) if beside.exists() else "prefect"
 
 
 def deployments(repo: Path = REPO, prefect_file: Path = PREFECT_FILE) -> list[dict[str, Any]]:
@@ -89,15 +89,8 @@ def stop(process: subprocess.Popen | None, timeout: float = 15.0) -> None:
             continue
 
 
-def base_env() -> dict[str, str]:
-    """This environment with its interpreter's bin first on PATH (`dvc`, `univg`, `prefect`)."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return env
-
-
 def prefect_env(api_url: str, home: Path | None = None) -> dict[str, str]:
-    env = base_env()
+    env = tool_env()
     env["PREFECT_API_URL"] = api_url
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("DO_NOT_TRACK", "1")
@@ -114,7 +107,7 @@ def start_server(
     api_url = f"http://{host}:{port}/api"
     env = prefect_env(api_url, home)
     env.pop("PREFECT_API_URL")  # the server itself must not point at an API
-    process = spawn([prefect_bin(), "server", "start", "--host", host, "--port", str(port),
+    process = spawn([executable("prefect"), "server", "start", "--host", host, "--port", str(port),
                      "--ui" if ui else "--no-ui"], env, home / "server.log")
     try:
         wait_healthy(f"{api_url}/health", timeout, process)
@@ -129,12 +122,11 @@ def start_mlflow_server(
 ) -> tuple[subprocess.Popen, str]:
     """`mlflow server` with a sqlite backend and served artifacts under `root`; returns (process, URI)."""
     root.mkdir(parents=True, exist_ok=True)
-    beside = Path(sys.executable).parent / "mlflow"
-    args = [str(beside) if beside.exists() else "mlflow", "server", "--host", host, "--port", str(port),
+    args = [executable("mlflow"), "server", "--host", host, "--port", str(port),
             "--backend-store-uri", f"sqlite:///{(root / 'mlflow.db').resolve()}",
             "--artifacts-destination", str((root / "artifacts").resolve()), "--workers", "1"]
     # No job runner: it serves GenAI features we do not use and starts half a dozen worker processes.
-    env = base_env() | {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = tool_env() | {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     process = spawn(args, env, root / "mlflow.log")
     uri = f"http://{host}:{port}"
     try:
@@ -146,7 +138,7 @@ def start_mlflow_server(
 
 
 def start_worker(pool: str, env: dict[str, str], log: Path | None = None, cwd: Path | None = None) -> subprocess.Popen:
-    return spawn([prefect_bin(), "worker", "start", "--pool", pool, "--type", POOL_TYPE,
+    return spawn([executable("prefect"), "worker", "start", "--pool", pool, "--type", POOL_TYPE,
                   "--install-policy", "never"], env, log, cwd)
 
 
@@ -177,10 +169,10 @@ def register(repo: Path = REPO, env: dict[str, str] | None = None, prefect_file:
     if not env["PREFECT_API_URL"]:
         raise StackError("PREFECT_API_URL is not set: point it at a Prefect server (or use `local`)")
     pool = work_pool_name(repo, prefect_file)
-    pools = _run([prefect_bin(), "--no-prompt", "work-pool", "ls"], env, repo)
+    pools = _run([executable("prefect"), "--no-prompt", "work-pool", "ls"], env, repo)
     if pool not in pools:
-        _run([prefect_bin(), "--no-prompt", "work-pool", "create", pool, "--type", POOL_TYPE], env, repo)
-    return _run([prefect_bin(), "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)], env, repo)
+        _run([executable("prefect"), "--no-prompt", "work-pool", "create", pool, "--type", POOL_TYPE], env, repo)
+    return _run([executable("prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)], env, repo)
 
 
 def local_stack(repo: Path = REPO, port: int = 4200, home: Path | None = None) -> None:

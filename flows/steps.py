@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from univg.config import ConfigError, dump_params, load_params
+from univg.config import ConfigError, dump_params, load_params, set_dotted
 from univg.tracking import PARENT_RUN_ENV
 
 # Failures a retry cannot fix: a stage DVC does not know, a bad dvc.yaml/params.yaml, or the CLI
@@ -92,6 +92,13 @@ def executable(name: str) -> str:
     return str(beside) if beside.exists() else name
 
 
+def tool_env() -> dict[str, str]:
+    """This environment with its interpreter's bin first on PATH (`dvc`, `univg`, `prefect`, `mlflow`)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
 def repro_command(stage: str, force: bool = False, single_item: bool = False) -> list[str]:
     """`dvc repro` of one stage. A forced stage always runs alone (-s): `dvc repro -f X` would
     also force every stage above X. `single_item` skips re-checking the upstream stages, which
@@ -102,8 +109,7 @@ def repro_command(stage: str, force: bool = False, single_item: bool = False) ->
 
 def stage_env(parent_run_id: str, tracking_uri: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The stage's environment: nest under the flow's MLflow run, log to the same store."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env = tool_env()
     env[PARENT_RUN_ENV] = parent_run_id
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.setdefault("DVC_NO_ANALYTICS", "1")
@@ -159,7 +165,7 @@ def apply_overrides(root: Path, overrides: dict[str, Any] | None) -> dict[str, A
     applied = {}
     for dotted in overrides:
         value = _get_dotted(tree, dotted)
-        _set_dotted(document, dotted, value)
+        set_dotted(document, dotted, value)
         applied[dotted] = value
     with path.open("w") as handle:
         yaml.dump(document, handle)
@@ -182,16 +188,6 @@ def _get_dotted(tree: dict[str, Any], dotted: str) -> Any:
             raise ConfigError(f"override '{dotted}': no such key")
         node = node[part]
     return node
-
-
-def _set_dotted(document: Any, dotted: str, value: Any) -> None:
-    *sections, key = dotted.split(".")
-    node = document
-    for part in sections:
-        if part not in node:
-            node[part] = {}
-        node = node[part]
-    node[key] = value
 
 
 # ----------------------------------------------------------------------------- summary

@@ -68,11 +68,16 @@ def echo_json(data: Any) -> None:
 
 # ----------------------------------------------------------------------------- config
 @app.command("params")
-def show_params(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def show_params(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    defaults: Annotated[bool, typer.Option(
+        "--defaults", help="Print the built-in defaults instead (what the shipped params.yaml holds).")] = False,
+) -> None:
     """Print the effective params (file + overrides), validated, as YAML."""
-    from univg.config import dump_params
+    from univg.config import Params, dump_params
 
-    typer.echo(dump_params(params_from(params, set_)))
+    typer.echo(dump_params(Params() if defaults else params_from(params, set_)))
 
 
 # ----------------------------------------------------------------------------- data

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from univg.answers import AnswerFormat
+
 TASKS: tuple[str, ...] = (
     "common_object",
     "correspondence",
@@ -28,8 +30,8 @@ TASKS: tuple[str, ...] = (
     "view_diff",
 )
 
-AnswerFormat = Literal["indexed", "univg-r1"]
 WeightingMode = Literal["exp", "power", "log", "none"]
+ChainStyle = Literal["scan", "keyed", "brief"]
 
 
 class ConfigError(ValueError):
@@ -126,7 +128,7 @@ class OpenAITeacherConfig(Section):
 class CotConfig(Section):
     teacher: Literal["rule", "openai"] = Field("rule", description="Which teacher writes the chains.")
     num_candidates: int = Field(3, ge=1, description="Chains generated per record; the best is kept.")
-    chain_style: Literal["scan", "keyed", "brief"] = Field(
+    chain_style: ChainStyle = Field(
         "scan",
         description="Rule teacher: 'scan' reads every image out cell by cell before reasoning; 'keyed' is 'scan' with fixed-wording "
         "steps down to a key object ('We look for the red circle in image 2.'); 'brief' gives only the decisive observations.",
@@ -191,6 +193,11 @@ class GRPOProfile(TrainProfile):
     max_completion_length: int = Field(256, ge=8, description="Max new tokens per completion.")
     loss_type: str = Field("grpo", description="TRL loss type; 'grpo' averages per sequence, then over the batch.")
     scale_rewards: str = Field("group", description="TRL reward scaling: 'group' divides by the group std.")
+    rewards: dict[str, float] = Field(
+        {"iou": 1.0, "format": 1.0},
+        description="Reward functions by name (univg.rewards.REWARD_FUNCTIONS: iou, format, image_index) and their "
+        "weights in the sum; the paper: IoU + format, equal weights.",
+    )
     weighting: WeightingMode = Field("exp", description="Difficulty-aware weighting mode ('none' = plain GRPO).")
     weighting_k: float = Field(1.0, gt=0, description="Exponent k of the 'power' mode.")
     use_vllm: bool = Field(False, description="Generate with vLLM (GPU only).")
@@ -274,8 +281,9 @@ class EvalConfig(Section):
     out_dir: str = Field("eval", description="Per-model predictions, metrics and reports.")
     metrics_file: str = Field("metrics/eval.json", description="The pipeline's metrics file (contract).")
     seed: int = Field(0, description="Bootstrap seed.")
-    answer_format: Literal["auto", "indexed", "univg-r1"] = Field(
-        "auto", description="Prompt/scoring answer format; 'auto': the benchmark's default (mig-synth: indexed)."
+    answer_format: Literal["auto"] | AnswerFormat = Field(
+        "auto", description="Prompt/scoring answer format; 'auto': the format the model was trained on (its "
+        "univg_train.json), else the benchmark's default (mig-synth: indexed).",
     )
     limit: int = Field(0, ge=0, description="Evaluate only the first N rows of the annotations (0: all).")
     compare_file: str = Field("metrics/compare.json", description="Paired bootstrap comparisons sft-base, grpo-sft.")
@@ -320,7 +328,8 @@ def _describe(error: ValidationError, raw: dict[str, Any]) -> str:
     return "; ".join(lines)
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested mapping, creating missing sections (`-S` overrides, params edits)."""
     parts = dotted.split(".")
     node = tree
     for part in parts[:-1]:
@@ -348,7 +357,7 @@ def parse_params(raw: dict[str, Any], overrides: dict[str, Any] | None = None, s
     """
     raw = _deep_merge(Params().model_dump(by_alias=True, mode="json"), raw or {})
     for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, yaml.safe_load(value) if isinstance(value, str) else value)
+        set_dotted(raw, dotted, yaml.safe_load(value) if isinstance(value, str) else value)
     try:
         return Params.model_validate(raw)
     except ValidationError as error:

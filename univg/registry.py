@@ -1,7 +1,6 @@
-"""MLflow model logging, registration, and the significance-gated promotion of `champion`.
+"""Registration and the significance-gated promotion of `champion` in the MLflow model registry.
 
-- `log_model_checkpoint` logs a checkpoint folder as a pyfunc model (the training stages call it).
-- `decide` is the gate, a pure function: promote only when the candidate's Acc@0.5 beats the
+- `decide` (univg.gate) is the gate, a pure function: promote only when the candidate's Acc@0.5 beats the
   reference by at least `min_delta` AND the paired-bootstrap interval of the difference excludes 0.
 - `promote` registers the candidate (alias `challenger`), pairs its per-sample hits with the
   champion's (or the base model's, for the first version) by record id, and moves `champion`
@@ -11,117 +10,32 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import tempfile
-import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from univg.config import Params
 from univg.gate import HIT_IOU, GateDecision, PromotionError, decide, pair_hits, read_hits  # noqa: F401
-from univg.tracking import data_hash, git_commit, setup_mlflow, stage_run
+from univg.tracking import (
+    FINGERPRINT_TAG,
+    checkpoint_fingerprint,
+    data_hash,
+    git_commit,
+    log_jsonl_input,
+    log_model_checkpoint,
+    setup_mlflow,
+    stage_run,
+)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-FINGERPRINT_TAG = "univg.checkpoint_fingerprint"
 PER_SAMPLE_TAG = "univg.per_sample_uri"
 PREVIOUS_TAG = "univg.previous_champion"
 ROLLED_BACK_TAG = "univg.rolled_back"
 DECISION_TAG = "univg.gate.decision"
 MIN_SHARED_FRACTION = 0.9  # below this the two files come from different benchmark versions
 EVAL_KEYS = ("acc@0.3", "acc@0.5", "acc@0.7", "miou", "avg", "n")
-
-
-# ----------------------------------------------------------------------------- model logging
-def checkpoint_fingerprint(checkpoint_dir: str | Path) -> str:
-    """A cheap content fingerprint of a checkpoint folder, stable across `dvc checkout`.
-
-    Small files are hashed whole; large weight files by size plus head and tail, so a 15 GB
-    checkpoint costs milliseconds while any retrained weights still change the fingerprint.
-    """
-    root = Path(checkpoint_dir)
-    digest = hashlib.sha256()
-    chunk = 4 << 20
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        size = path.stat().st_size
-        digest.update(f"{path.relative_to(root).as_posix()}\0{size}\0".encode())
-        with path.open("rb") as handle:
-            if size <= 2 * chunk:
-                digest.update(handle.read())
-            else:
-                digest.update(handle.read(chunk))
-                handle.seek(size - chunk)
-                digest.update(handle.read(chunk))
-    return digest.hexdigest()[:32]
-
-
-def _pip_requirements() -> list[str]:
-    # Pinned from the running environment: MLflow's own inference imports the model in a
-    # subprocess, which costs many seconds for a torch model.
-    pins = []
-    for package in ("mlflow", "torch", "torchvision", "transformers", "pillow", "pandas", "numpy"):
-        try:
-            pins.append(f"{package}=={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return pins
-
-
-# Models from code (not a pickled object): the logged model holds this file, and loading it
-# only needs `univg` importable, whatever cloudpickle or Python version wrote it.
-_MODEL_CODE = "import mlflow\nfrom univg.serve import UnivgPyfuncModel\n\nmlflow.models.set_model(UnivgPyfuncModel())\n"
-
-
-def log_model_checkpoint(
-    checkpoint_dir: Path, name: str = "model", registered_model_name: str | None = None
-) -> str:
-    """Log a checkpoint folder as an MLflow pyfunc model into the active run; returns its URI.
-
-    The folder travels as the artifact `checkpoint`; the model loader finds it again (the
-    folder holding config.json) from a models:/ or runs:/ URI. Without an active run, one is
-    opened for the occasion. predict() takes a DataFrame with `images` and `question` columns.
-    """
-    import mlflow
-
-    checkpoint_dir = Path(checkpoint_dir)
-    if not (checkpoint_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{checkpoint_dir}: not a checkpoint folder (no config.json)")
-
-    def _log() -> str:
-        with tempfile.TemporaryDirectory() as tmp:
-            code = Path(tmp) / "univg_pyfunc.py"
-            code.write_text(_MODEL_CODE)
-            info = mlflow.pyfunc.log_model(
-                name=name,
-                python_model=str(code),
-                artifacts={"checkpoint": str(checkpoint_dir)},
-                pip_requirements=_pip_requirements(),
-                registered_model_name=registered_model_name,
-                tags={FINGERPRINT_TAG: checkpoint_fingerprint(checkpoint_dir),
-                      "git_commit": git_commit(), "data_hash": data_hash()},
-            )
-        return info.model_uri
-
-    if mlflow.active_run() is not None:
-        return _log()
-    with stage_run(f"log_model-{name}"):
-        return _log()
-
-
-def log_jsonl_input(path: str | Path, name: str, context: str) -> None:
-    """Log a JSONL file as an MLflow dataset input of the active run (lineage: which data fed it)."""
-    import mlflow
-    import pandas as pd
-
-    path = Path(path)
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    frame = pd.json_normalize(rows) if rows else pd.DataFrame()
-    with warnings.catch_warnings():  # MLflow registers the local source twice and warns about it
-        warnings.simplefilter("ignore")
-        dataset = mlflow.data.from_pandas(frame.astype(str), source=str(path.resolve()), name=name)
-    mlflow.log_input(dataset, context=context)
 
 
 # ----------------------------------------------------------------------------- registry helpers

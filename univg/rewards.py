@@ -5,16 +5,18 @@ as a keyword list, one entry per completion: so `box` is a list of boxes and `ta
 list of 1-based ints. Every function returns one float per completion.
 
 - `iou_reward`: continuous IoU of the answer's box with the ground truth (no 0.5 threshold).
-  The box is read by THE shared parser (univg.eval.parsing) with no untagged fallback: a
+  The box is read by THE shared parser (univg.answers) with no untagged fallback: a
   completion without a closed `<answer>` earns nothing, as in the paper. In the `indexed`
   format a missing or wrong image index earns 0.
 - `format_reward`: 1.0 when the whole completion matches the paper's strict pattern (with
   `Image-k:` required in the `indexed` format), else 0.0.
 - `image_index_reward` (optional extra): 1.0 when the answer names the target image.
 
-TRL passes `answer_format` nowhere, so `reward_functions(names, answer_format)` binds it with
-functools.partial; TRL reads a partial's name from the wrapped function, so the logged metric
-names stay `rewards/iou_reward/mean`, `rewards/format_reward/mean`, ...
+Which rewards GRPO uses, and their weights, come from params (`grpo.<profile>.rewards`, a map
+of name -> weight, open-r1 style); `reward_functions` looks them up in `REWARD_FUNCTIONS`.
+TRL passes `answer_format` nowhere, so it is bound with functools.partial; TRL reads a partial's
+name from the wrapped function, so the logged metric names stay `rewards/iou_reward/mean`,
+`rewards/format_reward/mean`, ...
 """
 
 from __future__ import annotations
@@ -23,15 +25,8 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from univg.eval.parsing import STRICT_FORMAT, is_strict_format, parse_answer
+from univg.answers import check_format, is_strict_format, parse_answer
 from univg.schema import iou
-
-ANSWER_FORMATS = tuple(STRICT_FORMAT)
-
-
-def _check_format(answer_format: str) -> None:
-    if answer_format not in ANSWER_FORMATS:
-        raise ValueError(f"unknown answer_format {answer_format!r}; choose from {list(ANSWER_FORMATS)}")
 
 
 def _per_completion(name: str, values: Any, count: int) -> list[Any]:
@@ -66,7 +61,7 @@ def iou_reward(
     **kwargs: Any,
 ) -> list[float]:
     """Continuous IoU of each completion's answer box with its ground-truth `box` (contract)."""
-    _check_format(answer_format)
+    check_format(answer_format)
     boxes = _per_completion("box", box, len(completions))
     if answer_format == "indexed":
         if target_image is None:
@@ -82,7 +77,7 @@ def iou_reward(
 
 def format_reward(completions: Sequence[Any], answer_format: str = "indexed", **kwargs: Any) -> list[float]:
     """1.0 when the whole completion matches the strict answer pattern, else 0.0 (contract)."""
-    _check_format(answer_format)
+    check_format(answer_format)
     return [1.0 if is_strict_format(completion, answer_format) else 0.0 for completion in completions]
 
 
@@ -98,20 +93,17 @@ def image_index_reward(
     return rewards
 
 
-# Looked up by name from params, open-r1 style. Each takes `answer_format` or ignores it.
+# Looked up by name from params (`grpo.<profile>.rewards`). Each takes `answer_format` or ignores it.
 REWARD_FUNCTIONS: dict[str, Callable[..., list[float]]] = {
     "iou": iou_reward,
     "format": format_reward,
     "image_index": image_index_reward,
 }
-DEFAULT_REWARDS = ("iou", "format")  # the paper: IoU + format, equal weights
 
 
-def reward_functions(
-    names: Sequence[str] = DEFAULT_REWARDS, answer_format: str = "indexed"
-) -> list[Callable[..., list[float]]]:
+def reward_functions(names: Sequence[str], answer_format: str = "indexed") -> list[Callable[..., list[float]]]:
     """The named reward functions with `answer_format` bound (TRL keeps the wrapped names)."""
-    _check_format(answer_format)
+    check_format(answer_format)
     unknown = [name for name in names if name not in REWARD_FUNCTIONS]
     if unknown:
         raise ValueError(f"unknown reward function(s) {unknown}; choose from {sorted(REWARD_FUNCTIONS)}")

@@ -3,7 +3,7 @@
 - `Predictor` loads a model once (a folder, a hub id, or models:/univg@champion) and answers
   one question over one or more images with the project's prompt, greedy decoding and the one
   answer parser.
-- `UnivgPyfuncModel` is what `univg.registry.log_model_checkpoint` logs: MLflow users can
+- `UnivgPyfuncModel` is what `univg.tracking.log_model_checkpoint` logs: MLflow users can
   `mlflow.pyfunc.load_model(uri).predict(frame)` without knowing about this package's internals.
 - `create_app` / `serve`: FastAPI with GET /health and POST /predict.
 """
@@ -16,13 +16,13 @@ import io
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import mlflow.pyfunc
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from univg.eval.parsing import parse_answer
+from univg.answers import DEFAULT_FORMAT, AnswerFormat, parse_answer
 from univg.prompts import user_message
 
 
@@ -64,10 +64,12 @@ class Predictor:
     """A loaded model answering grounding questions with greedy decoding."""
 
     def __init__(self, model_ref: str | Path, max_new_tokens: int = 128) -> None:
-        from univg.models.loading import load_model_and_processor
+        from univg.models.loading import load_model_and_processor, trained_answer_format
 
         self.model_ref = str(model_ref)
         self.model, self.processor = load_model_and_processor(self.model_ref, padding_side="left")
+        # Ask in the format the model was trained to answer in, unless a request says otherwise.
+        self.answer_format = trained_answer_format(self.model_ref) or DEFAULT_FORMAT
         self.model.eval()
         self.max_new_tokens = max_new_tokens
         # One generation at a time: the server's worker threads share one model, and parallel
@@ -75,7 +77,7 @@ class Predictor:
         self._lock = threading.Lock()
 
     def predict(
-        self, images: Sequence[Image.Image], question: str, answer_format: str = "indexed"
+        self, images: Sequence[Image.Image], question: str, answer_format: str | None = None
     ) -> dict[str, Any]:
         """{"response", "box" ([x1,y1,x2,y2] in 0..1000 of the target image, or None), "image_index"}."""
         from univg.models.loading import generate_texts
@@ -85,7 +87,7 @@ class Predictor:
         if not question or not question.strip():
             raise InputError("the question is empty")
         try:
-            message = user_message(len(images), question.strip(), answer_format)
+            message = user_message(len(images), question.strip(), answer_format or self.answer_format)
         except ValueError as error:
             raise InputError(str(error)) from None
         with self._lock:
@@ -112,7 +114,7 @@ class UnivgPyfuncModel(mlflow.pyfunc.PythonModel):
         responses = []
         for row in rows:
             images = [decode_image(item) for item in _as_list(row["images"])]
-            answer_format = row.get("answer_format") or (params or {}).get("answer_format", "indexed")
+            answer_format = row.get("answer_format") or (params or {}).get("answer_format")
             responses.append(self.predictor.predict(images, str(row["question"]), answer_format)["response"])
         return responses
 
@@ -127,8 +129,9 @@ def _as_list(images: Any) -> list[str]:
 class PredictRequest(BaseModel):
     images: list[str] = Field(min_length=1, description="base64 PNG/JPEG images (or server paths), in order.")
     question: str = Field(min_length=1, description="What to find; the question names the target image.")
-    answer_format: Literal["indexed", "univg-r1"] = Field(
-        "indexed", description="'indexed' answers `Image-k: (x1,y1),(x2,y2)`; 'univg-r1' the box only.")
+    answer_format: AnswerFormat | None = Field(
+        None, description="'indexed' answers `Image-k: (x1,y1),(x2,y2)`; 'univg-r1' the box only; "
+        "null: the format the model was trained on.")
 
 
 class PredictResponse(BaseModel):

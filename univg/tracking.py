@@ -1,4 +1,4 @@
-"""The one helper every stage uses to open its MLflow run.
+"""Training-time MLflow: the one helper every stage uses to open its run, and what a run logs.
 
 - Store: `MLFLOW_TRACKING_URI` wins; else `tracking.uri` from params; else an absolute
   `sqlite:///<repo>/mlruns.db` (MLflow 3 refuses a plain file store).
@@ -6,18 +6,26 @@
 - Nesting: when the Prefect pipeline flow runs the stages it exports `UNIVG_PARENT_RUN_ID`;
   each stage's run then nests under that parent run.
 - Lineage tags on every run: stage name, git commit, and the data hash from dvc.lock.
+- `log_model_checkpoint` logs a checkpoint folder as a pyfunc model, `log_jsonl_input` a JSONL
+  file as a dataset input (the training stages, and promotion, call them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import subprocess
+import tempfile
+import warnings
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 PARENT_RUN_ENV = "UNIVG_PARENT_RUN_ID"
+FINGERPRINT_TAG = "univg.checkpoint_fingerprint"
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -127,3 +135,93 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+# ----------------------------------------------------------------------------- models and data of a run
+def checkpoint_fingerprint(checkpoint_dir: str | Path) -> str:
+    """A cheap content fingerprint of a checkpoint folder, stable across `dvc checkout`.
+
+    Small files are hashed whole; large weight files by size plus head and tail, so a 15 GB
+    checkpoint costs milliseconds while any retrained weights still change the fingerprint.
+    """
+    root = Path(checkpoint_dir)
+    digest = hashlib.sha256()
+    chunk = 4 << 20
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(root).as_posix()}\0{size}\0".encode())
+        with path.open("rb") as handle:
+            if size <= 2 * chunk:
+                digest.update(handle.read())
+            else:
+                digest.update(handle.read(chunk))
+                handle.seek(size - chunk)
+                digest.update(handle.read(chunk))
+    return digest.hexdigest()[:32]
+
+
+def _pip_requirements() -> list[str]:
+    # Pinned from the running environment: MLflow's own inference imports the model in a
+    # subprocess, which costs many seconds for a torch model.
+    pins = []
+    for package in ("mlflow", "torch", "torchvision", "transformers", "pillow", "pandas", "numpy"):
+        try:
+            pins.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+# Models from code (not a pickled object): the logged model holds this file, and loading it
+# only needs `univg` importable, whatever cloudpickle or Python version wrote it.
+_MODEL_CODE = "import mlflow\nfrom univg.serve import UnivgPyfuncModel\n\nmlflow.models.set_model(UnivgPyfuncModel())\n"
+
+
+def log_model_checkpoint(
+    checkpoint_dir: Path, name: str = "model", registered_model_name: str | None = None
+) -> str:
+    """Log a checkpoint folder as an MLflow pyfunc model into the active run; returns its URI.
+
+    The folder travels as the artifact `checkpoint`; the model loader finds it again (the
+    folder holding config.json) from a models:/ or runs:/ URI. Without an active run, one is
+    opened for the occasion. predict() takes a DataFrame with `images` and `question` columns.
+    """
+    import mlflow
+
+    checkpoint_dir = Path(checkpoint_dir)
+    if not (checkpoint_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint_dir}: not a checkpoint folder (no config.json)")
+
+    def _log() -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            code = Path(tmp) / "univg_pyfunc.py"
+            code.write_text(_MODEL_CODE)
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                python_model=str(code),
+                artifacts={"checkpoint": str(checkpoint_dir)},
+                pip_requirements=_pip_requirements(),
+                registered_model_name=registered_model_name,
+                tags={FINGERPRINT_TAG: checkpoint_fingerprint(checkpoint_dir),
+                      "git_commit": git_commit(), "data_hash": data_hash()},
+            )
+        return info.model_uri
+
+    if mlflow.active_run() is not None:
+        return _log()
+    with stage_run(f"log_model-{name}"):
+        return _log()
+
+
+def log_jsonl_input(path: str | Path, name: str, context: str) -> None:
+    """Log a JSONL file as an MLflow dataset input of the active run (lineage: which data fed it)."""
+    import mlflow
+    import pandas as pd
+
+    path = Path(path)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    frame = pd.json_normalize(rows) if rows else pd.DataFrame()
+    with warnings.catch_warnings():  # MLflow registers the local source twice and warns about it
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_pandas(frame.astype(str), source=str(path.resolve()), name=name)
+    mlflow.log_input(dataset, context=context)

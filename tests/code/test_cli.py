@@ -22,6 +22,18 @@ def test_params_applies_overrides(tmp_path):
     assert "seed: 7" in result.output
 
 
+def test_params_defaults_print_the_built_in_values_whatever_the_file_says(tmp_path):
+    import yaml
+
+    from univg.config import Params
+
+    edited = tmp_path / "params.yaml"
+    edited.write_text("data:\n  seed: 7\n")
+    result = runner.invoke(app, ["params", "--params", str(edited), "--defaults"])
+    assert result.exit_code == 0
+    assert yaml.safe_load(result.output) == Params().model_dump(by_alias=True, mode="json")
+
+
 def test_bad_override_names_key_and_value(tmp_path):
     result = runner.invoke(app, ["params", "--params", str(tmp_path / "none.yaml"), "-S", "sft.tiny-cpu.learning_rate=-1"])
     assert result.exit_code == 1

@@ -1,17 +1,33 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from univg.config import ConfigError, Params, dump_params, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_repo_params_file_is_valid_and_complete():
+def test_repo_params_file_is_the_config_defaults_written_out():
+    """One source of truth: params.yaml holds exactly the defaults of univg/config.py, every key in
+    the same order (a default changed in one place only fails here)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert raw == Params().model_dump(by_alias=True, mode="json")
+    assert yaml.safe_dump(raw, sort_keys=False) == dump_params(Params())
     params = load_params(REPO / "params.yaml")
-    for section in ("data", "model", "cot", "validate", "sft", "grpo", "eval", "gate", "tracking"):
-        assert section in dump_params(params)
     assert params.sft.active is params.sft.tiny_cpu
+
+
+def test_every_knob_has_help_text():
+    def undocumented(model, prefix=""):
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            if hasattr(type(value), "model_fields"):
+                yield from undocumented(value, f"{prefix}{name}.")
+            elif not field.description:
+                yield f"{prefix}{name}"
+
+    assert list(undocumented(Params())) == []
 
 
 def test_dvc_string_number_is_coerced():

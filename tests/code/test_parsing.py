@@ -1,7 +1,7 @@
 import pytest
 
-from univg.eval.parsing import completion_text, is_strict_format, parse_answer
-from univg.prompts import format_completion, instruction_text, user_message
+from univg.answers import completion_text, format_completion, instruction_text, is_strict_format, parse_answer
+from univg.prompts import user_message
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,27 @@ def test_prompt_has_images_first_then_paper_instruction():
     )
     with pytest.raises(ValueError):
         instruction_text("q", "other")
+
+
+@pytest.mark.parametrize("answer_format", ["indexed", "univg-r1"])
+def test_each_format_reads_back_what_it_writes(answer_format):
+    """Writer and parser live side by side in univg.answers: an SFT target parses to its own box,
+    names its image exactly when the format does, and passes the format reward's strict pattern."""
+    from univg.answers import ANSWER_FORMATS, format_completion, instruction_text, is_strict_format
+
+    assert answer_format in ANSWER_FORMATS
+    target = format_completion("Image 2 has it.", [10, 20, 300, 400], 2, answer_format)
+    parsed = parse_answer(target)
+    assert parsed.box == (10, 20, 300, 400)
+    assert parsed.image_index == (2 if answer_format == "indexed" else None)
+    assert is_strict_format(target, answer_format)
+    assert ("Image-k" in instruction_text("Find it.", answer_format)) == (answer_format == "indexed")
+
+
+def test_unknown_format_is_refused_everywhere_with_one_message():
+    from univg.answers import format_box, instruction_text, is_strict_format
+
+    for call in (lambda: format_box([1, 2, 3, 4], 1, "json"), lambda: instruction_text("q", "json"),
+                 lambda: is_strict_format("x", "json")):
+        with pytest.raises(ValueError, match="unknown answer format 'json'; choose from"):
+            call()

@@ -9,8 +9,8 @@ from cot_helpers import good_record, read_jsonl, write_lines
 
 from univg.config import CotConfig, Params, ValidateConfig
 from univg.cot.generate import failed_path, generate_cot, run_cot_stage
-from univg.cot.naming import last_named_image
 from univg.cot.validate import ValidationFailed, run_validate_stage, validate_file
+from univg.data.naming import last_named_image
 
 
 def test_rule_teacher_end_to_end_on_mig_synth(synth_dir, tmp_path):

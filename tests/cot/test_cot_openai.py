@@ -17,7 +17,7 @@ import pytest
 from cot_helpers import good_record, read_jsonl, write_lines
 
 from univg.cot.generate import failed_path, generate_cot
-from univg.cot.naming import last_named_image
+from univg.data.naming import last_named_image
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 

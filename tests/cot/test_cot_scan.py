@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from univg.cot.scan import cell_name, image_scan, object_phrase, scan_sentences, target_sentence
+from univg.data.scan import cell_name, image_scan, object_phrase, scan_sentences, target_sentence
 
 
 def obj(shape, colour, box, size="medium", texture="solid"):
@@ -56,8 +56,8 @@ def test_diagnostics_score_the_teachers_own_chains_as_perfect_and_catch_a_wrong_
 
     from cot_helpers import read_jsonl
 
-    from univg.cot.teachers import rule_chain
-    from univg.prompts import format_completion
+    from univg.answers import format_completion
+    from univg.cot.rule_teacher import rule_chain
 
     diagnostics = _load_diagnostics()
     records = read_jsonl(synth_dir / "train.jsonl")
@@ -72,7 +72,7 @@ def test_diagnostics_score_the_teachers_own_chains_as_perfect_and_catch_a_wrong_
 
 
 def test_object_key_adds_size_or_texture_only_for_a_twin():
-    from univg.cot.scan import object_key
+    from univg.data.scan import object_key
 
     red = obj("circle", "red", [0, 0, 9, 9], "large")
     assert object_key(red, [red, obj("square", "red", [0, 0, 9, 9])]) == "red circle"
@@ -86,7 +86,7 @@ def test_keyed_chains_name_the_key_object_in_fixed_words_for_every_task(synth_di
 
     from cot_helpers import read_jsonl
 
-    from univg.cot.teachers import rule_chain
+    from univg.cot.rule_teacher import rule_chain
 
     records = read_jsonl(synth_dir / "train.jsonl")
     assert len({r["task"] for r in records}) == 10

@@ -9,16 +9,10 @@ import pytest
 from cot_helpers import read_jsonl
 
 from univg.config import TASKS
-from univg.cot.naming import last_named_image, named_images
-from univg.cot.scan import image_scan, target_sentence
-from univg.cot.teachers import (
-    Candidate,
-    RuleTeacher,
-    coarse_position,
-    rule_chain,
-    rule_score,
-    select_best,
-)
+from univg.cot.rule_teacher import RuleTeacher, coarse_position, rule_chain
+from univg.cot.teachers import Candidate, rule_score, select_best
+from univg.data.naming import last_named_image, named_images
+from univg.data.scan import image_scan, target_sentence
 
 
 @pytest.mark.parametrize("text,names", [

@@ -17,9 +17,9 @@ def fixtures() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Qwen2-VL built offline (a few seconds on CPU), shared by the inference tests."""
+    from univg.answers import format_completion, instruction_text
     from univg.config import ModelConfig
     from univg.models.tiny import build_tiny_model
-    from univg.prompts import format_completion, instruction_text
 
     out = tmp_path_factory.mktemp("tiny_model")
     cfg = ModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,

@@ -8,7 +8,7 @@ import json
 import pytest
 from eval_helpers import synth_record, write_lines
 
-from univg.eval.benchmarks import load_benchmark
+from univg.data.benchmarks import load_benchmark
 from univg.eval.inference import batches_by_length, generate_predictions, model_generate, prompt_cost
 from univg.eval.run import evaluate_model, run_eval_stage
 
@@ -115,3 +115,19 @@ def test_eval_stage_writes_contract_files(tiny_model_dir, fixtures, tmp_path, ml
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.info.run_name for r in children) == ["eval-base", "eval-sft"]
     assert "sft-base/delta" in parent.data.metrics
+
+
+def test_eval_asks_for_the_format_the_model_was_trained_on(tiny_model_dir, fixtures, tmp_path, mlflow_uri):
+    """`answer_format` None (params `auto`): the checkpoint's univg_train.json decides, not the benchmark."""
+    import shutil
+
+    model = tmp_path / "trained"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "univg_train.json").write_text(json.dumps({"stage": "sft", "answer_format": "univg-r1"}))
+    out = tmp_path / "eval"
+    evaluate_model(str(model), "mig-synth", fixtures / "mig_synth.jsonl", out, batch_size=4, max_new_tokens=4,
+                   n_bootstrap=100, report_samples=0, log_to_mlflow=False)
+    assert json.loads((out / "metrics.json").read_text())["answer_format"] == "univg-r1"
+    evaluate_model(str(model), "mig-synth", fixtures / "mig_synth.jsonl", out, batch_size=4, max_new_tokens=4,
+                   n_bootstrap=100, report_samples=0, log_to_mlflow=False, answer_format="indexed")
+    assert json.loads((out / "metrics.json").read_text())["answer_format"] == "indexed"

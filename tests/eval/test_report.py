@@ -6,7 +6,7 @@ import re
 
 from PIL import Image
 
-from univg.eval.benchmarks import load_benchmark
+from univg.data.benchmarks import load_benchmark
 from univg.eval.report import GT_COLOR, PRED_COLOR, pick_samples, reasoning_text, write_report
 from univg.eval.scoring import score_records
 

@@ -240,7 +240,7 @@ def test_per_sample_rows_pair_across_models(tmp_path, fixtures):
 
 
 def test_quarantined_rows_are_json_ready(tmp_path, fixtures):
-    from univg.eval.benchmarks import load_benchmark
+    from univg.data.benchmarks import load_benchmark
     from univg.schema import write_jsonl
 
     loaded = load_benchmark("mig-synth", fixtures / "mig_synth.jsonl")

@@ -1,7 +1,7 @@
 """A stand-in DVC repo with the real pipeline's layout and tiny python stages (seconds, not minutes).
 
 Stages: data -> grpo -> eval -> promote. `grpo` writes a fake checkpoint (config.json) and logs
-it through univg.registry.log_model_checkpoint inside its stage run; `eval` writes per-sample
+it through univg.tracking.log_model_checkpoint inside its stage run; `eval` writes per-sample
 files and metrics/eval.json where the trained model beats the base model clearly; `promote` is
 the real `univg promote`. Used by the flow and deployment tests and by benchmarks/flow_overhead.py.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
+from flows.steps import executable
 from univg.config import Params, dump_params
 
 STAGE_SCRIPT = textwrap.dedent(
@@ -37,7 +37,7 @@ STAGE_SCRIPT = textwrap.dedent(
         if stage == "data":
             write_rows("data/mig-synth/test.jsonl", [{"id": f"r{i}", "task": "region"} for i in range(N)])
         elif stage == "grpo":
-            from univg.registry import log_model_checkpoint
+            from univg.tracking import log_model_checkpoint
 
             final = Path(params.grpo.out_dir) / "final"
             final.mkdir(parents=True, exist_ok=True)
@@ -114,6 +114,5 @@ def make_standin_repo(path: Path, tracking_uri: str = "") -> Path:
     if git:
         for args in (["init", "-q"], ["add", "-A"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
             subprocess.run([git, *args], cwd=path, check=True, capture_output=True)
-    dvc = Path(sys.executable).parent / "dvc"
-    subprocess.run([str(dvc), "init", "-q", *([] if git else ["--no-scm"])], cwd=path, check=True, capture_output=True)
+    subprocess.run([executable("dvc"), "init", "-q", *([] if git else ["--no-scm"])], cwd=path, check=True, capture_output=True)
     return path

@@ -7,8 +7,8 @@ import random
 import pytest
 from PIL import Image
 
+from univg.answers import format_completion, instruction_text
 from univg.config import ModelConfig
-from univg.prompts import format_completion, instruction_text
 
 # Smaller than the default so the whole folder of tests stays fast on 2 shared cores.
 TEST_SIZES = dict(

@@ -196,3 +196,15 @@ def test_mlflow_registry_alias_loads_and_never_serves_a_stale_copy(
     expected, _ = load_model_and_processor(other)
     assert torch.allclose(logits(reloaded, probe), logits(expected, probe))
     assert not torch.allclose(logits(reloaded, probe), logits(tiny[0], probe))
+
+
+def test_trained_answer_format_is_read_from_the_checkpoint(tmp_path):
+    from univg.models.loading import TRAIN_INFO_FILE, trained_answer_format
+
+    folder = tmp_path / "final"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert trained_answer_format(folder) is None  # a base model records no format
+    (folder / TRAIN_INFO_FILE).write_text(json.dumps({"stage": "grpo", "answer_format": "univg-r1"}))
+    assert trained_answer_format(folder) == "univg-r1"
+    assert trained_answer_format(tmp_path / "missing") is None

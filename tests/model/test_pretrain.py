@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from univg.cot.scan import CELLS
+from univg.data.scan import CELLS
 from univg.models.pretrain import TASKS, perception_example, pretrain_perception
 
 

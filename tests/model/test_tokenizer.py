@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from univg.eval.parsing import parse_answer
+from univg.answers import format_completion, parse_answer
 from univg.models.tiny import REASONING_TAGS, SPECIAL_TOKENS, train_tokenizer
-from univg.prompts import assistant_message, format_completion, user_message
+from univg.prompts import assistant_message, user_message
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from flows.steps import tool_env
 from tests.pipeline.tiny_params import write_tiny_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,8 +31,7 @@ def copy_project(dest: Path) -> Path:
 
 
 def pipeline_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = tool_env()
     env.pop("MLFLOW_TRACKING_URI", None)  # each copy uses its own sqlite store
     return env
 

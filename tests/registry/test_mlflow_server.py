@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from flows import deploy
-from flows.steps import apply_overrides
+from flows.steps import apply_overrides, executable
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +26,8 @@ def mlflow_server(tmp_path):
 
 
 def _repro(repo: Path, uri: str) -> None:
-    env = deploy.base_env() | {"MLFLOW_TRACKING_URI": uri}
-    done = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=repo, env=env,
+    env = deploy.tool_env() | {"MLFLOW_TRACKING_URI": uri}
+    done = subprocess.run([executable("dvc"), "repro"], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 

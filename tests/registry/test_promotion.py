@@ -10,8 +10,8 @@ import pytest
 from registry_helpers import write_checkpoint, write_per_sample
 
 from univg import registry
-from univg.registry import PromotionError, log_model_checkpoint, promote, promote_pipeline, rollback
-from univg.tracking import stage_run
+from univg.registry import PromotionError, promote, promote_pipeline, rollback
+from univg.tracking import FINGERPRINT_TAG, checkpoint_fingerprint, log_model_checkpoint, stage_run
 
 
 def _promote(params, tmp_path, tag: str, hit_share: float, seed: int = 1, prefix: str = "r"):
@@ -54,7 +54,7 @@ def test_version_carries_lineage_metrics_and_its_per_sample_record(params, tmp_p
             out=tmp_path / "promotion.json")
     version = client.get_model_version("univg", "1")
     assert version.tags["eval.acc_at_0.5"] == "0.61"
-    assert {"data_hash", "git_commit", registry.FINGERPRINT_TAG} <= set(version.tags)
+    assert {"data_hash", "git_commit", FINGERPRINT_TAG} <= set(version.tags)
     assert version.tags["univg.gate.decision"] == "promote"
     per_sample = version.tags["univg.per_sample_uri.mig-synth"]
     assert registry._download_hits(per_sample) == registry.read_hits(tmp_path / "c.jsonl")
@@ -126,7 +126,7 @@ def test_logged_checkpoint_resolves_back_to_its_folder(tmp_path, params):
     assert (found / "config.json").read_text() == (folder / "config.json").read_text()
     assert (found / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
     model = mlflow.get_logged_model(uri.removeprefix("models:/"))
-    assert model.tags[registry.FINGERPRINT_TAG] == registry.checkpoint_fingerprint(folder)
+    assert model.tags[FINGERPRINT_TAG] == checkpoint_fingerprint(folder)
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
         log_model_checkpoint(tmp_path)

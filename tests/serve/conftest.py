@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from univg.answers import format_completion, instruction_text
 from univg.config import ModelConfig
-from univg.prompts import format_completion, instruction_text
 
 TINY = dict(
     vocab_size=400, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,

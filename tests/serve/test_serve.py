@@ -9,7 +9,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from univg.eval.parsing import parse_answer
+from univg.answers import parse_answer
 from univg.serve import InputError, Predictor, decode_image, encode_png
 
 
@@ -99,8 +99,7 @@ def test_pyfunc_model_predicts_like_the_predictor(tiny_model_dir, images, tmp_pa
     import mlflow
 
     from univg.config import Params
-    from univg.registry import log_model_checkpoint
-    from univg.tracking import stage_run
+    from univg.tracking import log_model_checkpoint, stage_run
 
     params = Params()
     params.tracking.uri = mlflow_uri

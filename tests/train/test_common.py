@@ -33,8 +33,8 @@ SIZES = ModelConfig(
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
+    from univg.answers import format_completion, instruction_text
     from univg.models.tiny import build_tiny_model
-    from univg.prompts import format_completion, instruction_text
 
     rng = random.Random(0)
     corpus = []

@@ -29,6 +29,21 @@ def pseudo_iou(completions, **kwargs):
 
 
 # ----------------------------------------------------------------------------- arguments
+def test_rewards_and_their_weights_come_from_params(tmp_path):
+    """`grpo.<profile>.rewards` picks the reward functions by name and weights them in TRL's sum,
+    in the same order (the default: the paper's IoU + format, equal weights)."""
+    from univg.rewards import reward_functions
+
+    default = parse_params({}).grpo.active
+    assert list(default.rewards) == ["iou", "format"] and grpo_arguments(default, tmp_path)["reward_weights"] == [1.0, 1.0]
+    profile = parse_params({}, {"grpo.tiny-cpu.rewards": {"iou": 2.0, "format": 1.0, "image_index": 0.5}}).grpo.active
+    assert grpo_arguments(profile, tmp_path)["reward_weights"] == [2.0, 1.0, 0.5]
+    names = [f.func.__name__ for f in reward_functions(list(profile.rewards))]
+    assert names == ["iou_reward", "format_reward", "image_index_reward"]
+    with pytest.raises(ValueError, match="unknown reward function"):
+        reward_functions(list(parse_params({}, {"grpo.tiny-cpu.rewards": {"accuracy": 1.0}}).grpo.active.rewards))
+
+
 def test_paper_profile_builds_without_a_gpu_with_vllm_passed_through(tmp_path):
     params = parse_params({}, {"grpo.qwen2-vl-7b.use_vllm": True, "grpo.qwen2-vl-7b.vllm_mode": "server"})
     profile = params.grpo.qwen2_vl_7b
@@ -59,7 +74,7 @@ def make_trainer(model_dir, data_file, out_dir, *, batch, group, accumulation, w
     from trl import GRPOConfig, GRPOTrainer
 
     from univg.train.examples import load_examples
-    from univg.train.weighting import DifficultyWeightedGRPOTrainer
+    from univg.train.grpo_trainer import DifficultyWeightedGRPOTrainer
 
     class RecordingTrainer(DifficultyWeightedGRPOTrainer):
         """Records TRL's unweighted advantages per generation and what each loss call receives."""
@@ -235,7 +250,7 @@ def test_weighting_without_an_iou_reward_is_refused(tiny_grpo_model, tiny_grpo_d
     from trl import GRPOConfig
 
     from univg.train.examples import load_examples
-    from univg.train.weighting import DifficultyWeightedGRPOTrainer
+    from univg.train.grpo_trainer import DifficultyWeightedGRPOTrainer
 
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4, report_to="none",
                       bf16=False, gradient_checkpointing=False)

@@ -180,7 +180,7 @@ def test_wiring_errors_are_explicit():
         iou_reward(one, box=[TRUTH])
     with pytest.raises(ValueError, match="one entry per completion"):
         iou_reward(one * 2, box=[TRUTH], target_image=[2, 2])
-    with pytest.raises(ValueError, match="answer_format"):
+    with pytest.raises(ValueError, match="unknown answer format"):
         format_reward(one, answer_format="json")
     with pytest.raises(ValueError, match=r"\[x1, y1, x2, y2\]"):
         iou_reward(one, box=[[1, 2, 3]], target_image=[2])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from univg.train.grpo import difficulty_weights, group_mean_iou, process_weights
+from univg.train.weighting import difficulty_weights, group_mean_iou, process_weights
 
 
 def expected_exp(rewards: list[float], group_size: int) -> list[float]:
@@ -105,3 +105,11 @@ def test_each_process_slice_carries_its_global_groups_weight(processes, local, g
 def test_process_slice_out_of_range_is_refused():
     with pytest.raises(ValueError, match="exceeds"):
         process_weights(torch.rand(8), 4, process_index=2, local_count=4)
+
+
+def test_contract_home_of_difficulty_weights_is_the_same_function():
+    """The contract names univg.train.grpo.difficulty_weights; the maths lives in weighting.py."""
+    import univg.train.grpo
+    import univg.train.weighting
+
+    assert univg.train.grpo.difficulty_weights is univg.train.weighting.difficulty_weights

@@ -14,9 +14,21 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from univg.cot.teachers import RowOutcome, Teacher, Usage, make_teacher
+from univg.cot.rule_teacher import RuleTeacher
+from univg.cot.teachers import RowOutcome, Teacher, Usage
 from univg.data.images import rebase_images
 from univg.schema import read_jsonl_lines, record_reasons, write_jsonl
+
+
+def make_teacher(cfg: Any, cache_path: Path | None = None) -> Teacher:
+    """The teacher named by cot.teacher ('rule' or 'openai')."""
+    if cfg.teacher == "rule":
+        return RuleTeacher(cfg.num_candidates, cfg.seed, cfg.chain_style)
+    if cfg.teacher == "openai":
+        from univg.cot.openai_teacher import OpenAITeacher
+
+        return OpenAITeacher(cfg.openai, cfg.num_candidates, cfg.answer_format, cache_path)
+    raise ValueError(f"unknown teacher {cfg.teacher!r}; choose 'rule' or 'openai'")
 
 
 def failed_path(out_path: Path) -> Path:

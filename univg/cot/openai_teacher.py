@@ -29,11 +29,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from univg.cot.naming import last_named_image
+from univg.answers import completion_text, format_box, parse_answer
 from univg.cot.teachers import Candidate, RowOutcome, Teacher, Usage, select_best
 from univg.data.images import resolve_images
-from univg.eval.parsing import completion_text, parse_answer
-from univg.prompts import format_box
+from univg.data.naming import last_named_image
 
 PROMPT_VERSION = 1
 MAX_BACKOFF_S = 60.0

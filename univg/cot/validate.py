@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from univg.cot.naming import last_named_image
+from univg.data.naming import last_named_image
 from univg.schema import iou, read_jsonl_lines
 
 PARSE_REASONS = ("not_utf8", "malformed_json", "not_an_object")

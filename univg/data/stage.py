@@ -48,7 +48,7 @@ def import_records(fmt: str, path: Path, out_dir: Path, image_root: Path | None 
 
     Rows the loader cannot read are quarantined with their reasons, never dropped.
     """
-    from univg.eval.benchmarks import load_benchmark
+    from univg.data.benchmarks import load_benchmark
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file to import")

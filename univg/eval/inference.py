@@ -22,8 +22,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from univg.data.benchmarks import BenchmarkSample, LoadedBenchmark
 from univg.data.images import ImageError, open_rgb, resolve_images
-from univg.eval.benchmarks import BenchmarkSample, LoadedBenchmark
 from univg.prompts import user_message
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from univg.data.benchmarks import LoadedBenchmark
 from univg.data.images import ImageError, open_rgb, resolve_images
-from univg.eval.benchmarks import LoadedBenchmark
 from univg.eval.scoring import SampleScore
 from univg.schema import norm_to_pixels
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from univg.eval.benchmarks import LoadedBenchmark, load_benchmark
+from univg.data.benchmarks import LoadedBenchmark, load_benchmark
 from univg.eval.inference import generate_predictions, model_generate
 from univg.eval.report import write_report
 from univg.eval.scoring import THRESHOLDS, resolve_answer_format, score_records
@@ -110,18 +110,19 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """`univg eval`: generate, score, report and log one model on one benchmark; returns metrics.
 
-    `answer_format` None: the benchmark's default (mig-synth indexed, others univg-r1); it picks
-    the prompt's instruction and whether the image index is scored. `limit`: only the first N
+    `answer_format` None: the format the model was trained on (its univg_train.json), else the
+    benchmark's default (mig-synth indexed, others univg-r1); it picks the prompt's instruction and
+    whether the image index is scored. `limit`: only the first N
     rows of the file (then `n` = N). `coords`: how the model writes boxes (see scoring).
     """
-    from univg.models.loading import load_model_and_processor
+    from univg.models.loading import load_model_and_processor, trained_answer_format
 
     out_dir = Path(out_dir)
     # --- benchmark
     loaded = load_benchmark(benchmark, annotations, image_root)
     if limit:
         loaded = loaded.head(limit)
-    chosen = resolve_answer_format(loaded, answer_format)
+    chosen = resolve_answer_format(loaded, answer_format or trained_answer_format(model_ref))
     settings = {"model": str(model_ref), "benchmark": benchmark, "annotations": str(annotations),
                 "answer_format": chosen, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                 "limit": limit or 0, "n_records": loaded.total, "coords": coords}

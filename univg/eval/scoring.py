@@ -41,15 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from univg.eval.benchmarks import BenchmarkSample, LoadedBenchmark, image_size, load_benchmark
-from univg.eval.parsing import completion_text, parse_answer
+from univg.answers import check_format, completion_text, parse_answer
+from univg.data.benchmarks import BenchmarkSample, LoadedBenchmark, image_size, load_benchmark
 from univg.eval.stats import bootstrap_ci, stratified_bootstrap_mean_of_means
 from univg.schema import COORD_MAX, iou, read_jsonl_lines, write_jsonl
 
 THRESHOLDS = (0.3, 0.5, 0.7)
 COORDS = ("norm1000", "pixels", "qwen25")
 COORD_ALIASES = {"qwen25-abs": "qwen25", "qwen2.5": "qwen25", "absolute": "pixels", "abs": "pixels"}
-ANSWER_FORMATS = ("indexed", "univg-r1")
 QWEN25_MIN_PIXELS = 56 * 56
 QWEN25_MAX_PIXELS = 12_845_056  # Qwen2.5-VL's preprocessor default
 _EPS = 1e-9  # an IoU of exactly 0.5 must not miss through float rounding
@@ -182,10 +181,7 @@ def resolve_coords(coords: str) -> str:
 
 
 def resolve_answer_format(benchmark: LoadedBenchmark, answer_format: str | None) -> str:
-    chosen = answer_format or benchmark.answer_format
-    if chosen not in ANSWER_FORMATS:
-        raise ValueError(f"unknown answer format {chosen!r}; choose from {list(ANSWER_FORMATS)}")
-    return chosen
+    return check_format(answer_format or benchmark.answer_format)
 
 
 def score_samples(benchmark: LoadedBenchmark, predictions: dict[int, dict[str, Any]],

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 MODEL_FILES = ("config.json", "adapter_config.json")
+TRAIN_INFO_FILE = "univg_train.json"  # what a training stage records beside its final model
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 CACHE_ENV = "UNIVG_MODEL_CACHE"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -96,6 +97,30 @@ def resolve_model_path(ref: str | Path, *, cache_dir: str | Path | None = None) 
     if looks_like_hub_id(text):
         return _hub_snapshot(text)
     raise ModelNotAvailable(_missing_message(text))
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    """Parameters in all, trainable and frozen, and in the vision tower and the rest."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    visual = getattr(getattr(model, "model", model), "visual", None)
+    vision = sum(p.numel() for p in visual.parameters()) if visual is not None else 0
+    return {"total": total, "trainable": trainable, "frozen": total - trainable, "vision": vision, "text": total - vision}
+
+
+def trained_answer_format(ref: str | Path) -> str | None:
+    """The answer format a checkpoint was trained to write (its univg_train.json), or None when it
+    records none (a base model, a hub checkpoint) or cannot be resolved."""
+    try:
+        info = resolve_model_path(ref) / TRAIN_INFO_FILE
+    except ModelNotAvailable:
+        return None
+    if not info.is_file():
+        return None
+    try:
+        return json.loads(info.read_text()).get("answer_format")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _missing_message(ref: str) -> str:

@@ -9,7 +9,7 @@ module is the stand-in for that pre-training, in the `base_model` stage:
 - freshly drawn single- and two-image scenes of the same shape world (a seed stream of its own,
   disjoint from train/val/test, so no benchmark sample is ever seen);
 - three plain-text tasks, as in a VLM's grounding pre-training: describe an image cell by cell
-  (80%: the scan of univg.cot.scan, the densest signal per image), locate a named object (its cell
+  (80%: the scan of univg.data.scan, the densest signal per image), locate a named object (its cell
   and box), name the object in a cell;
 - every question is about one image (of the one or two shown), with no <think>/<answer> tags: the
   base model does not know the benchmark's format or its multi-image reasoning, and must be taught
@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from univg.cot.scan import cell_name, image_scan, object_phrase
+from univg.answers import format_box
 from univg.data.draw import render
 from univg.data.layout import Context, pick, scene_object
-from univg.prompts import assistant_message, format_box
+from univg.data.scan import cell_name, image_scan, object_phrase
+from univg.prompts import assistant_message
 
 PRETRAIN_SPLIT_ID = 7  # the seed stream of pre-training scenes (train/val/test use 0/1/2)
 TASKS = ("describe", "locate", "name")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from univg.config import ModelConfig
+from univg.models.loading import parameter_counts
 
 # Qwen2-VL's special tokens, in Qwen's order (ids follow the learned BPE vocabulary).
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -297,12 +298,6 @@ def seeing_init(model, gain: float = 1.0) -> int:
     return set_channels
 
 
-def parameter_counts(model) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    vision = sum(p.numel() for p in model.model.visual.parameters())
-    return {"total": total, "vision": vision, "text": total - vision}
-
-
 # ----------------------------------------------------------------------------- factory
 def build_tiny_model(cfg: ModelConfig, corpus: Iterable[str], out_dir: Path) -> dict[str, Any]:
     """Train the tokenizer on `corpus`, build processor + model, save all to `out_dir`; returns the info dict.
@@ -350,7 +345,7 @@ def corpus_from_records(paths: list[Path]) -> Iterator[str]:
 
     Records are read strictly: a bad line stops with its file, line number and reasons.
     """
-    from univg.prompts import format_completion, instruction_text
+    from univg.answers import format_completion, instruction_text
     from univg.schema import read_records
 
     for path in paths:

@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 from transformers import TrainerCallback
 
-from univg.eval.parsing import ParsedAnswer, parse_answer
+from univg.answers import ParsedAnswer, parse_answer
 from univg.schema import iou, norm_to_pixels
 
 PRED_COLOR = (230, 30, 30)  # red: what the model answered

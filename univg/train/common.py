@@ -24,11 +24,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from univg.models.loading import TRAIN_INFO_FILE, parameter_counts
+from univg.tracking import checkpoint_fingerprint
+
 log = logging.getLogger(__name__)
 
 FINAL_DIR = "final"
 FINGERPRINT_FILE = "fingerprint.json"
-TRAIN_INFO_FILE = "univg_train.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 # LoRA goes on the language model's linear layers only. Matching on the module path (not just the
@@ -62,12 +64,6 @@ def on_gpu() -> bool:
 
 
 # ----------------------------------------------------------------------------- model surgery
-def parameter_counts(model: Any) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": total, "trainable": trainable, "frozen": total - trainable}
-
-
 def vision_modules(model: Any) -> list[tuple[str, Any]]:
     """The top-most vision tower module(s) of a VLM (Qwen2-VL: `model.visual`, merger included)."""
     found: list[tuple[str, Any]] = []
@@ -194,6 +190,29 @@ def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# Profile fields that do not change what a checkpoint means: a run may resume across them (how
+# long to train, bookkeeping intervals, and how generation or sharding is done).
+RESUMABLE_ACROSS = frozenset({
+    "max_steps", "num_train_epochs", "save_steps", "logging_steps", "sample_every_steps", "gradient_checkpointing",
+    "deepspeed", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization",
+})
+
+
+def input_fingerprint(train_file: Path, init_model: str, profile: Any, answer_format: str) -> dict[str, Any]:
+    """What a stage's checkpoints depend on: resuming is only valid while all of this is unchanged.
+
+    Everything in the profile counts except RESUMABLE_ACROSS (extending a run is a resume); a
+    changed learning rate or batch size starts afresh. A local init model counts by content.
+    """
+    init = Path(init_model)
+    if init.is_dir() and (init / "config.json").is_file():
+        init_id = f"{init.resolve()}#{checkpoint_fingerprint(init)}"
+    else:
+        init_id = str(init_model)
+    settings = {k: v for k, v in profile.model_dump(mode="json").items() if k not in RESUMABLE_ACROSS}
+    return {"train_file_md5": file_md5(train_file), "init_model": init_id, "answer_format": answer_format, **settings}
 
 
 def resume_checkpoint(out_dir: str | Path, resume: str, fingerprint: dict[str, Any]) -> Path | None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from univg.answers import format_completion
 from univg.data.images import load_record_images
-from univg.prompts import assistant_message, format_completion, user_message
+from univg.prompts import assistant_message, user_message
 from univg.schema import read_records
 
 

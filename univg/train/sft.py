@@ -25,7 +25,7 @@ from univg.config import Params
 from univg.train.common import (
     build_training_kwargs,
     checkpoint_step,
-    file_md5,
+    input_fingerprint,
     is_main_process,
     load_for_training,
     lora_config,
@@ -37,10 +37,6 @@ from univg.train.common import (
 SAMPLE_EXAMPLES = 4  # drawn every `sample_every_steps`: a handful is enough to see the trend
 DROPPED_FILE = "dropped.jsonl"
 SUMMARY_FILE = "summary.json"
-# profile fields that may change between a run and its resumption
-RESUMABLE_CHANGES = (
-    "max_steps", "num_train_epochs", "save_steps", "logging_steps", "sample_every_steps", "gradient_checkpointing",
-)
 SUMMARY_METRICS = ("samples_per_second", "train_seconds", "steps_this_run", "train_loss_first", "train_loss_last")
 
 
@@ -152,23 +148,6 @@ def to_dataset(examples: list[dict[str, Any]]):
     return Dataset.from_list(examples)
 
 
-def input_fingerprint(train_file: Path, base_model: str, profile: Any, answer_format: str) -> dict[str, Any]:
-    """What checkpoints depend on: resuming is only valid while all of this is unchanged.
-
-    Everything in the profile counts except how long to train (max_steps, epochs: extending a run
-    is a resume) and bookkeeping intervals; a changed learning rate or batch size starts afresh.
-    """
-    base = Path(base_model)
-    if base.is_dir() and (base / "config.json").is_file():
-        from univg.registry import checkpoint_fingerprint
-
-        base_id = f"{base.resolve()}#{checkpoint_fingerprint(base)}"
-    else:
-        base_id = base_model
-    settings = profile.model_dump(mode="json", exclude=set(RESUMABLE_CHANGES))
-    return {"train_file_md5": file_md5(train_file), "base_model": base_id, "answer_format": answer_format, **settings}
-
-
 # ----------------------------------------------------------------------------- the stage
 def train_sft(
     params: Params,
@@ -187,7 +166,7 @@ def train_sft(
     """
     from trl import SFTTrainer
 
-    from univg.tracking import stage_run
+    from univg.tracking import log_jsonl_input, log_model_checkpoint, stage_run
     from univg.train.callbacks import MlflowMetricsCallback, SampleGenerationCallback
     from univg.train.examples import load_examples
 
@@ -207,7 +186,7 @@ def train_sft(
 
         # --- load data
         if tracking:
-            _log_input(train_file)
+            log_jsonl_input(train_file, name="sft-train", context="training")
         examples = load_examples(train_file, image_root, answer_format)
 
         # --- load model (after the arguments: under ZeRO-3 they must exist before from_pretrained)
@@ -262,7 +241,7 @@ def train_sft(
         summary["resumed_from"] = str(resume_from) if resume_from else None
         summary["model_uri"] = None
         if tracking:
-            summary["model_uri"] = _log_final_model(final)
+            summary["model_uri"] = log_model_checkpoint(final, name="model")
             mlflow.log_metrics({f"sft/{k}": summary[k] for k in SUMMARY_METRICS if summary[k] is not None})
             mlflow.log_dict(summary, "sft_summary.json")
             (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
@@ -294,26 +273,3 @@ def _write_dropped(out_dir: Path, dropped: list[dict[str, Any]]) -> None:
     with open(out_dir / DROPPED_FILE, "w") as handle:
         for row in dropped:
             handle.write(json.dumps(row) + "\n")
-
-
-def _log_input(train_file: Path) -> None:
-    from univg.registry import log_jsonl_input
-
-    log_jsonl_input(train_file, name="sft-train", context="training")
-
-
-def _log_final_model(final: Path) -> str:
-    """Log the final folder as an MLflow model (registry's pyfunc when available); returns its URI."""
-    import mlflow
-
-    try:
-        from univg.registry import log_model_checkpoint
-    except ImportError:
-        log_model_checkpoint = None
-    if log_model_checkpoint is not None:
-        try:
-            return log_model_checkpoint(final, name="model")
-        except ImportError:  # the pyfunc wrapper (univg.serve) is not importable here
-            pass
-    mlflow.log_artifacts(str(final), artifact_path="model")
-    return f"runs:/{mlflow.active_run().info.run_id}/model"

@@ -44,8 +44,8 @@ from typing import Any, TypedDict
 
 from PIL import Image
 
-from univg.eval.parsing import parse_answer
-from univg.prompts import INSTRUCTIONS
+from univg.answers import INSTRUCTIONS, parse_answer
+from univg.data.naming import ORDINALS
 from univg.schema import COORD_MAX, read_jsonl_lines, record_reasons
 
 
@@ -112,9 +112,8 @@ def read_rows(path: Path) -> list[tuple[Any, list[str], str]]:
 
 
 # ----------------------------------------------------------------------------- target image
-_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8}
 _NOUN = r"(?:image|picture|photo|frame|img|pic)"
-_MENTION = re.compile(rf"\b(?P<ord>{'|'.join(_ORDINALS)}|last|final|\d+(?:st|nd|rd|th))\s+{_NOUN}\b"
+_MENTION = re.compile(rf"\b(?P<ord>{'|'.join(ORDINALS)}|last|final|\d+(?:st|nd|rd|th))\s+{_NOUN}\b"
                       rf"|\b{_NOUN}\s*[-#:_]?\s*(?P<num>\d+)\b", re.IGNORECASE)
 _IN_BEFORE = re.compile(r"\b(?:in|on|within|inside)\s+(?:the\s+)?$", re.IGNORECASE)
 _VERB = re.compile(r"\b(?:locate|ground|find|detect|identify|output|give|mark|point out|determine|box|where)\b", re.I)
@@ -128,7 +127,7 @@ def target_from_text(text: str, num_images: int) -> int | None:
     mentions = []
     for match in _MENTION.finditer(text or ""):
         num, word = match.group("num"), (match.group("ord") or "").lower()
-        k = int(num) if num else num_images if word in ("last", "final") else _ORDINALS.get(word) or int(word[:-2])
+        k = int(num) if num else num_images if word in ("last", "final") else ORDINALS.get(word) or int(word[:-2])
         if not 1 <= k <= num_images or text[match.end() : match.end() + 2] == "'s":
             continue
         after_in = _IN_BEFORE.search(text[max(0, match.start() - 24) : match.start()]) is not None
@@ -337,7 +336,7 @@ def _reasoning(row: dict, ctx: Context) -> dict[str, Any]:
     meta: dict[str, Any] = {"instruction": text, "target_rule": "target_frame" if video else "single_image"}
     box = _reasoning_box(row, images, target, video, ctx, meta)
     # the release's zero-shot prompts: an instruction is wrapped; an image row's question is kept
-    ordinal = next((w for w, k in _ORDINALS.items() if k == target), f"#{target}")
+    ordinal = next((w for w, k in ORDINALS.items() if k == target), f"#{target}")
     if video:
         question = ("This is a sequence of images from a video. Please understand the entire video content, and "
                     f"then output the bounding box in the {ordinal} image according to the instruction: {text}")

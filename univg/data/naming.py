@@ -1,14 +1,16 @@
-"""Which images a chain of thought names: one parser, shared by the teachers and by validation.
+"""Which images a text names: one parser, shared by the teachers, validation and the benchmark loaders.
 
 Every chain must end by naming the target image; `last_named_image` is how that is read.
+`ORDINAL_WORDS` is the one table of ordinal image words ("the third image").
 """
 
 from __future__ import annotations
 
 import re
 
-_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
-_ORDINALS = {**{w: k for k, w in enumerate(_WORDS, 1)}, **{f"{k}{'stndrd'[2 * k - 2:2 * k] if k < 4 else 'th'}": k for k in range(1, 9)}}
+ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+ORDINALS = {w: k for k, w in enumerate(ORDINAL_WORDS, 1)}  # "third" -> 3
+_ORDINALS = {**ORDINALS, **{f"{k}{'stndrd'[2 * k - 2:2 * k] if k < 4 else 'th'}": k for k in range(1, 9)}}
 # "image 3", "Image-3", "image3", "frame 2", "images 1 and 3" (plural takes a list), "the third image".
 _NAMED_IMAGE = re.compile(
     r"\b(?:(?:image|frame|picture)\s*[-#]?\s*(?P<one>\d+)"
