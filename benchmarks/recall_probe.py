@@ -3,7 +3,7 @@
 Every reasoning step of a scan chain past the scan itself is an in-context lookup: find the key
 object in the written scan and read its size and cell, or compare an object with the question's.
 Pre-trained LLMs do this with induction heads; the tiny model, trained from scratch, has none.
-This probe trains a copy of a base model with plain AdamW on text alone and prints the held-out
+The tasks live in univg.models.recall (univg-tiny's pre-training mixes them in). This probe trains a copy of a base model with plain AdamW on text alone and prints the held-out
 accuracy of the answer every `--every` steps (no images, so it runs fast):
 
 - `ar`: classic associative recall, "Pairs: circle red; square blue; cross green; diamond red.
@@ -26,56 +26,8 @@ import time
 import torch
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-from univg.data.draw import SHAPES
-from univg.data.layout import COLOURS, SIZES
-from univg.data.scan import CELLS
-
-
-def ar_example(rng: random.Random) -> tuple[str, str]:
-    keys = rng.sample(SHAPES, 4)
-    values = [rng.choice(COLOURS) for _ in keys]
-    asked = rng.randrange(len(keys))
-    pairs = ";".join(f" {k} {v}" for k, v in zip(keys, values, strict=True))
-    return f"Pairs:{pairs}. {keys[asked]}:", f" {values[asked]}"
-
-
-def lookup_example(rng: random.Random) -> tuple[str, str]:
-    images = [{cell: (rng.choice(COLOURS), rng.choice(SHAPES), rng.choice(SIZES)) for cell in rng.sample(range(4), 3)}
-              for _ in range(rng.randint(2, 5))]
-    scan = " ".join(f"Image {k}: " + "; ".join(f"{CELLS[c]}: " + (f"{o[0]} {o[1]}, {o[2]}" if (o := image.get(c)) else "empty")
-                                               for c in range(4)) + "."
-                    for k, image in enumerate(images, start=1))
-    t = rng.randrange(len(images))
-    cell = rng.choice(sorted(images[t]))
-    colour, shape, size = images[t][cell]
-    prompt = f"{scan} We look for the {colour} {shape} in image {t + 1}. The target is the {colour} {shape},"
-    return prompt, f" {size}, at the {CELLS[cell]} of image {t + 1}."
-
-
-TASKS = {"ar": ar_example, "lookup": lookup_example}
-
-
-def batch(tokenizer, examples: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, labels, attention_mask), right-padded; only answer tokens carry labels."""
-    rows = []
-    for prompt, answer in examples:
-        prompt_ids, answer_ids = tokenizer(prompt)["input_ids"], tokenizer(answer)["input_ids"]
-        rows.append((prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids))
-    width = max(len(ids) for ids, _ in rows)
-    pad = tokenizer.pad_token_id
-    ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in rows])
-    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
-    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows])
-    return ids, labels, mask
-
-
-@torch.no_grad()
-def answer_accuracy(model, held_out) -> float:
-    """Share of held-out examples whose every answer token is the model's greedy choice."""
-    ids, labels, mask = held_out
-    predicted = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
-    target = labels[:, 1:]
-    return ((predicted == target) | (target == -100)).all(dim=1).float().mean().item()
+from univg.models.recall import RECALL_TASKS as TASKS
+from univg.models.recall import answer_accuracy, encode
 
 
 def main() -> None:
@@ -93,14 +45,13 @@ def main() -> None:
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32)
     make = TASKS[args.task]
     held_out_rng, train_rng = random.Random(123), random.Random(0)
-    held_out = batch(tokenizer, [make(held_out_rng) for _ in range(256)])
+    held_out = encode(tokenizer, [make(held_out_rng) for _ in range(256)])
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     print(f"step 0: held-out answer accuracy {answer_accuracy(model.eval(), held_out):.3f}", flush=True)
     started = time.time()
     for step in range(1, args.steps + 1):
-        ids, labels, mask = batch(tokenizer, [make(train_rng) for _ in range(args.batch_size)])
         model.train()
-        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        model(**encode(tokenizer, [make(train_rng) for _ in range(args.batch_size)])).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()

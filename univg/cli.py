@@ -136,13 +136,31 @@ def model_build(
     corpus: Annotated[list[Path] | None, typer.Option(help="Record files whose text trains the tokenizer.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: model.out_dir).")] = None,
 ) -> None:
-    """Build the base model: the offline tiny Qwen2-VL, or resolve a real checkpoint (model.base).
+    """Put the base model in models/base (model.base): the shipped univg-tiny, a from-scratch tiny build, or a real checkpoint.
 
-    The tiny model is then perception pre-trained for model.pretrain_steps on freshly drawn scenes (describe every cell, locate, name; no benchmark format), as a real base model arrives pre-trained. Set model.pretrain_steps=0 for a blank one.
+    univg-tiny (the default) is copied after checking its sha256. 'scratch' trains a tokenizer on --corpus, builds a tiny Qwen2-VL and perception pre-trains it for model.pretrain_steps. Anything else is a folder, a hub id or an MLflow models:/ URI.
     """
     from univg.models.stage import run_base_model_stage
 
     echo_json(run_base_model_stage(params_from(params, set_), corpus or [], out))
+
+
+@model_app.command("pretrain")
+def model_pretrain(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: pretrain.out_dir).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override pretrain.steps (smoke runs).")] = None,
+) -> None:
+    """Build univg-tiny, the pretrained tiny base model this project ships (the pretrain params; hours on CPU).
+
+    One run mixes perception (describe images cell by cell, name objects), in-context recall on text and referring grounding in every step, then measures the release gates on held-out data and writes the model card. Its own DVC pipeline: dvc repro pretrain/dvc.yaml.
+    """
+    from univg.models.univg_tiny import pretrain
+
+    cfg = params_from(params, set_)
+    release = pretrain(cfg, out or Path(cfg.pretrain.out_dir), steps=steps)
+    echo_json({k: release[k] for k in ("name", "steps", "train_seconds", "gates", "gates_passed", "sha256")})
 
 
 # ----------------------------------------------------------------------------- cot

@@ -32,6 +32,8 @@ TASKS: tuple[str, ...] = (
 
 WeightingMode = Literal["exp", "power", "log", "none"]
 ChainStyle = Literal["scan", "keyed", "brief"]
+PretrainImageTask = Literal["describe", "describe_all", "ground", "name"]  # univg.models.univg_tiny
+RecallTask = Literal["ar", "lookup"]  # univg.models.recall
 
 
 class ConfigError(ValueError):
@@ -82,11 +84,13 @@ class DataConfig(Section):
 
 class ModelConfig(Section):
     base: str = Field(
-        "tiny",
-        description="'tiny' builds the offline tiny Qwen2-VL; otherwise a local path, a hub id or an MLflow models:/ URI.",
+        "scratch",
+        description="'univg-tiny': the pretrained tiny Qwen2-VL shipped in checkpoints/ (built by `univg model pretrain`); "
+        "'scratch': build a tiny Qwen2-VL here (tokenizer, init, perception pre-training); otherwise a local "
+        "path, a hub id or an MLflow models:/ URI.",
     )
     out_dir: str = Field("models/base", description="Where the base_model stage saves the checkpoint folder.")
-    vocab_size: int = Field(1024, ge=300, description="Tiny model: BPE vocabulary size (before special tokens).")
+    vocab_size: int = Field(1024, ge=300, description="Tiny model (scratch, univg-tiny's recipe): BPE vocabulary size (before special tokens).")
     hidden_size: int = Field(128, ge=16, description="Tiny model: text hidden size.")
     num_layers: int = Field(4, ge=1, description="Tiny model: text decoder layers.")
     num_heads: int = Field(4, ge=1, description="Tiny model: attention heads (head_dim = hidden/heads).")
@@ -108,6 +112,31 @@ class ModelConfig(Section):
     )
     pretrain_batch_size: int = Field(32, ge=1, description="Tiny model: perception pre-training batch size.")
     pretrain_learning_rate: float = Field(1e-3, gt=0, description="Tiny model: perception pre-training peak learning rate.")
+
+
+class PretrainConfig(Section):
+    """The univg-tiny recipe (univg.models.univg_tiny); its own DVC pipeline, pretrain/dvc.yaml."""
+
+    out_dir: str = Field("checkpoints/univg-tiny", description="Where the pretrained checkpoint and its card are written.")
+    seed: int = Field(0, description="Seed of the init, the tokenizer corpus and the pre-training streams.")
+    steps: int = Field(6000, ge=1, description="Optimizer steps; each sees one image batch and one text batch.")
+    image_batch_size: int = Field(16, ge=1, description="Image examples per step (perception and grounding).")
+    text_batch_size: int = Field(32, ge=1, description="Recall texts per step.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak AdamW learning rate (cosine down to 10%).")
+    warmup_ratio: float = Field(0.02, ge=0, le=1, description="Share of steps spent warming up.")
+    image_mix: dict[PretrainImageTask, float] = Field(
+        {"describe": 0.3, "describe_all": 0.15, "ground": 0.4, "name": 0.15},
+        description="Shares of the image tasks: describe one image, describe each image, ground a named object, "
+        "name the object in a cell.",
+    )
+    text_mix: dict[RecallTask, float] = Field(
+        {"ar": 0.5, "lookup": 0.5}, description="Shares of the recall texts: associative recall, scan lookup."
+    )
+    text_loss_weight: float = Field(1.0, ge=0, description="Weight of the recall loss beside the image loss.")
+    log_every: int = Field(50, ge=1, description="Steps between logged running losses.")
+    eval_every: int = Field(500, ge=1, description="Steps between held-out recall measurements.")
+    gate_examples: int = Field(200, ge=10, description="Held-out examples per image gate (perception, grounding).")
+    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default).")
 
 
 class OpenAITeacherConfig(Section):
@@ -305,6 +334,7 @@ class TrackingConfig(Section):
 class Params(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     cot: CotConfig = Field(default_factory=CotConfig)
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     sft: SFTConfig = Field(default_factory=SFTConfig)

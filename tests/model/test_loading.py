@@ -116,7 +116,7 @@ def test_missing_local_folder_names_it(tmp_path):
     with pytest.raises(ModelNotAvailable, match="checkpoint folder not found"):
         load_model_and_processor(tmp_path / "nope" / "deeper" / "sft")
     with pytest.raises(ModelNotAvailable, match="base-model stage"):
-        resolve_model_path("tiny")
+        resolve_model_path("scratch")
 
 
 def test_checkpoint_search_finds_the_shallowest_and_refuses_ambiguity(tmp_path):

@@ -25,6 +25,8 @@ from typing import Any
 
 MODEL_FILES = ("config.json", "adapter_config.json")
 TRAIN_INFO_FILE = "univg_train.json"  # what a training stage records beside its final model
+# Checkpoints this project builds and ships in the repository, loadable by name.
+SHIPPED_MODELS = {"univg-tiny": Path(__file__).resolve().parents[2] / "checkpoints" / "univg-tiny"}
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 CACHE_ENV = "UNIVG_MODEL_CACHE"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -91,6 +93,8 @@ def resolve_model_path(ref: str | Path, *, cache_dir: str | Path | None = None) 
     if is_mlflow_uri(text):
         downloaded = download_mlflow_model(text, cache_dir=cache_dir)
         return find_checkpoint_folder(pyfunc_checkpoint(downloaded) or downloaded)
+    if text in SHIPPED_MODELS and (SHIPPED_MODELS[text] / "config.json").is_file():
+        return SHIPPED_MODELS[text]
     path = Path(text).expanduser()
     if path.exists():
         return find_checkpoint_folder(pyfunc_checkpoint(path) or path)
@@ -124,8 +128,11 @@ def trained_answer_format(ref: str | Path) -> str | None:
 
 
 def _missing_message(ref: str) -> str:
-    if ref == "tiny":
-        return "model 'tiny' is built, not loaded: run the base-model stage first and pass its out_dir"
+    if ref == "scratch":
+        return "model 'scratch' is built, not loaded: run the base-model stage first and pass its out_dir"
+    if ref in SHIPPED_MODELS:
+        return (f"the shipped checkpoint {ref!r} is not in this checkout ({SHIPPED_MODELS[ref]}); "
+                "rebuild it with `dvc repro pretrain/dvc.yaml`")
     return f"checkpoint folder not found: {ref} (expected a folder, a hub id like Qwen/Qwen2-VL-7B-Instruct, or models:/NAME@ALIAS)"
 
 

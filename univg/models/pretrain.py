@@ -37,7 +37,7 @@ TASKS = ("describe", "locate", "name")
 TASK_SHARES = (0.8, 0.1, 0.1)  # a full scan carries the most signal per image
 
 
-def _random_image(ctx: Context, marked: bool) -> dict[str, Any]:
+def random_image(ctx: Context, marked: bool) -> dict[str, Any]:
     """A scene image (the dict of univg.data.synth) with 2-4 objects on the 2x2 grid."""
     count = int(ctx.rng.integers(2, 5))
     objects = ctx.fill(2, ctx.fresh_pairs(count, set()), ctx.cells(2, count))
@@ -52,7 +52,7 @@ def perception_example(seed: int, index: int, image_size: int, position_cue: flo
     rng = np.random.default_rng([seed, PRETRAIN_SPLIT_ID, index])
     ctx = Context(rng, image_size, max_images=2, distractors=2)
     n_images = 1 if rng.random() < 0.7 else 2
-    drawn = [_random_image(ctx, marked=rng.random() < 0.3) for _ in range(n_images)]
+    drawn = [random_image(ctx, marked=rng.random() < 0.3) for _ in range(n_images)]
     images = [render(d["objects"], d["marks"], image_size, image_size, (), position_cue) for d in drawn]
     which = int(rng.integers(n_images))
     scene = drawn[which]["scene"]

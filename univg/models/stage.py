@@ -1,4 +1,10 @@
-"""The `base_model` stage: build the offline tiny Qwen2-VL, or record which real checkpoint is used."""
+"""The `base_model` stage: put the base model in models/base.
+
+- `univg-tiny`: the pretrained tiny Qwen2-VL shipped in checkpoints/univg-tiny, copied after its
+  weights' sha256 is checked against its release record (seconds);
+- `scratch`: build a tiny Qwen2-VL here: tokenizer on the given corpus, init, perception pre-training;
+- anything else: a real checkpoint (folder, hub id, MLflow URI), resolved once and saved.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from univg.config import Params
+from univg.models.loading import SHIPPED_MODELS
 from univg.tracking import stage_run
 
 
@@ -16,7 +23,9 @@ def run_base_model_stage(params: Params, corpus_files: list[Path], out_dir: Path
     with stage_run("base_model", params, log_params={"model": cfg.model_dump(mode="json")}):
         import mlflow
 
-        if cfg.base == "tiny":
+        if cfg.base in SHIPPED_MODELS:
+            info = copy_shipped(cfg.base, out_dir)
+        elif cfg.base == "scratch":
             from univg.models.tiny import build_tiny_model, corpus_from_records
 
             missing = [str(p) for p in corpus_files if not Path(p).is_file()]
@@ -57,3 +66,25 @@ def _pretrain(params: Params, model_dir: Path) -> dict[str, Any]:
     )
     (model_dir / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def copy_shipped(name: str, out_dir: Path) -> dict[str, Any]:
+    """Copy a shipped checkpoint to `out_dir` after checking its weights against its release record."""
+    import shutil
+
+    from univg.models.univg_tiny import RELEASE_FILE, WEIGHTS_FILE, file_sha256
+
+    source = SHIPPED_MODELS[name]
+    record_file = source / RELEASE_FILE
+    if not record_file.is_file():
+        raise FileNotFoundError(f"{source}: no shipped checkpoint here ({RELEASE_FILE} missing); "
+                                "rebuild it with `dvc repro pretrain/dvc.yaml`")
+    release = json.loads(record_file.read_text())
+    found = file_sha256(source / WEIGHTS_FILE)
+    if found != release.get("sha256"):
+        raise ValueError(f"{source / WEIGHTS_FILE}: sha256 {found} does not match its release record "
+                         f"({release.get('sha256')}); the file is damaged or was changed by hand")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(source, out_dir)
+    return {"base": name, "sha256": found, "gates": release.get("gates", {}), "steps": release.get("steps")}
