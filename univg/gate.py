@@ -18,6 +18,21 @@ class PromotionError(RuntimeError):
     """The registry or the gate's inputs are not in a state promotion can work from."""
 
 
+# ----------------------------------------------------------------------------- which candidate
+def best_candidate(metrics: dict[str, Any], trained: list[str]) -> tuple[str, str]:
+    """The run's model to put before the gate, and why: the highest Acc@0.5 among the trained
+    models the eval stage scored (`metrics`: metrics/eval.json). A tie goes to the later stage in
+    `trained` (GRPO over SFT: same score, more training). No score at all: the last trained model."""
+    scored = {name: float(metrics[name]["acc@0.5"]) for name in trained
+              if isinstance(metrics.get(name), dict) and "acc@0.5" in metrics[name]}
+    if not scored:
+        return trained[-1], f"no Acc@0.5 in the metrics for {trained}: the last trained model"
+    order = {name: i for i, name in enumerate(trained)}
+    best = max(scored, key=lambda name: (scored[name], order[name]))
+    table = ", ".join(f"{name} {acc:.3f}" for name, acc in scored.items())
+    return best, f"highest Acc@0.5 of the run's trained models ({table})"
+
+
 # ----------------------------------------------------------------------------- the gate (pure)
 @dataclass(frozen=True)
 class GateDecision:

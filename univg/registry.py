@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from univg.config import Params
-from univg.gate import HIT_IOU, GateDecision, PromotionError, decide, pair_hits, read_hits  # noqa: F401
+from univg.gate import HIT_IOU, GateDecision, PromotionError, best_candidate, decide, pair_hits, read_hits  # noqa: F401
 from univg.tracking import (
     FINGERPRINT_TAG,
     checkpoint_fingerprint,
@@ -131,6 +131,8 @@ def _record(name: str, version: Any) -> dict[str, Any]:
         "champion_before": before,
         "champion_after": str(version.version) if promoted else before,
         "rolled_back": tags.get(ROLLED_BACK_TAG) == "true",
+        "candidate": tags.get("univg.candidate"),
+        "chosen_because": tags.get("univg.candidate.chosen_because"),
         "decision": {
             "promote": promoted,
             **{key: gate.get(key, "") for key in ("reason", "reference", "benchmark")},
@@ -159,6 +161,7 @@ def promote(
     candidate_name: str = "grpo",
     metrics_file: Path | None = None,
     out: Path = Path("metrics/promotion.json"),
+    chosen_because: str = "",
 ) -> dict[str, Any]:
     """Register the candidate as `challenger`; move `champion` to it only when the gate says so.
 
@@ -198,6 +201,7 @@ def promote(
         _tag_version(client, name, version.version, {
             per_sample_key: f"runs:/{version_run}/gate/{benchmark}/{Path(candidate_per_sample).name}",
             "data_hash": data_hash(), "git_commit": git_commit(), "univg.candidate": candidate_name,
+            "univg.candidate.chosen_because": chosen_because or "named by the caller",
             **_eval_tags(Path(metrics_file or params.eval.metrics_file), candidate_name),
         })
         client.set_registered_model_alias(name, CHALLENGER, version.version)
@@ -258,7 +262,8 @@ def _gate(
 
 
 def promote_pipeline(params: Params) -> dict[str, Any]:
-    """`univg promote`: gate the pipeline's last trained model (grpo, else sft) on the eval stage's output."""
+    """`univg promote`: gate the run's best trained model (highest Acc@0.5 of sft and grpo in the
+    eval stage's metrics) against the champion; the record says which it chose and why."""
     if params.gate.benchmark != params.eval.benchmark:
         raise PromotionError(
             f"gate.benchmark {params.gate.benchmark!r} differs from eval.benchmark {params.eval.benchmark!r}: "
@@ -267,11 +272,14 @@ def promote_pipeline(params: Params) -> dict[str, Any]:
     trained = [m for m in params.eval.models if m in folders]
     if not trained:
         raise PromotionError(f"eval.models {params.eval.models} holds no trained model (sft or grpo) to promote")
-    stage, eval_dir = trained[-1], Path(params.eval.out_dir)
+    metrics_file = Path(params.eval.metrics_file)
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    stage, why = best_candidate(metrics, trained)
+    eval_dir = Path(params.eval.out_dir)
     return promote(
         params, candidate_per_sample=eval_dir / stage / "per_sample.jsonl",
         reference_per_sample=eval_dir / "base" / "per_sample.jsonl", checkpoint_dir=folders[stage],
-        candidate_name=stage, metrics_file=Path(params.eval.metrics_file), out=Path("metrics/promotion.json"),
+        candidate_name=stage, metrics_file=metrics_file, out=Path("metrics/promotion.json"), chosen_because=why,
     )
 
 

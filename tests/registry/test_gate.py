@@ -100,3 +100,17 @@ def test_pairing_uses_shared_ids_only():
     cand, ref, shared = pair_hits({"a": 1.0, "b": 0.0, "c": 1.0, "d": 1.0}, {"b": 1.0, "a": 0.0, "z": 1.0})
     assert (cand, ref) == ([1.0, 0.0], [0.0, 1.0])  # sorted by id: a, b
     assert shared == 0.5
+
+
+def test_best_candidate_is_the_highest_scoring_trained_model():
+    from univg.gate import best_candidate
+
+    # the run of docs/results.md: SFT 0.238 beat GRPO 0.224, yet the last stage was crowned
+    chosen, why = best_candidate({"base": {"acc@0.5": 0.9}, "sft": {"acc@0.5": 0.238}, "grpo": {"acc@0.5": 0.224}},
+                                 ["sft", "grpo"])
+    assert chosen == "sft" and "sft 0.238" in why and "grpo 0.224" in why
+    assert best_candidate({"sft": {"acc@0.5": 0.2}, "grpo": {"acc@0.5": 0.3}}, ["sft", "grpo"])[0] == "grpo"
+    assert best_candidate({"sft": {"acc@0.5": 0.25}, "grpo": {"acc@0.5": 0.25}}, ["sft", "grpo"])[0] == "grpo"
+    assert best_candidate({"sft": {"acc@0.5": 0.25}}, ["sft", "grpo"])[0] == "sft"  # grpo not evaluated
+    chosen, why = best_candidate({}, ["sft", "grpo"])
+    assert chosen == "grpo" and "no Acc@0.5" in why

@@ -110,9 +110,27 @@ def test_pipeline_entry_uses_the_pipeline_layout(params, tmp_path, client, monke
     assert result["promoted"] and result["source"] == logged  # found by fingerprint, not logged twice
     assert json.loads((tmp_path / "metrics" / "promotion.json").read_text())["version"] == "1"
 
+    record = json.loads((tmp_path / "metrics" / "promotion.json").read_text())
+    assert record["candidate"] == "grpo" and "grpo 0.700" in record["chosen_because"]
+
     params.gate.benchmark = "mig-bench"
     with pytest.raises(PromotionError, match="differs from eval.benchmark"):
         promote_pipeline(params)
+
+
+def test_pipeline_promotes_the_best_model_of_the_run_not_the_last(params, tmp_path, client, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params.eval.models = ["base", "sft", "grpo"]
+    for stage, share in (("sft", 0.7), ("grpo", 0.4)):
+        write_checkpoint(tmp_path / "models" / stage / "final", stage)
+        write_per_sample(tmp_path / "eval" / stage / "per_sample.jsonl", share, seed=3)
+    write_per_sample(tmp_path / "eval" / "base" / "per_sample.jsonl", 0.1, seed=5)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "eval.json").write_text(json.dumps({"sft": {"acc@0.5": 0.7}, "grpo": {"acc@0.5": 0.4}}))
+    result = promote_pipeline(params)
+    assert result["promoted"] and result["candidate"] == "sft"
+    assert "sft 0.700, grpo 0.400" in result["chosen_because"]
+    assert client.get_model_version_by_alias("univg", "champion").tags["univg.candidate"] == "sft"
 
 
 def test_logged_checkpoint_resolves_back_to_its_folder(tmp_path, params):
