@@ -1,4 +1,9 @@
-"""Print the pipeline's results as a markdown table (used by `make run`, the README and the flow)."""
+"""The pipeline's results for people: markdown tables (`make run`, the README, the flow) and the
+training curves as a picture.
+
+    python -m univg.summary [metrics/eval.json]
+    python -m univg.summary --curves docs/images/training_curves.png   # from the MLflow store
+"""
 
 from __future__ import annotations
 
@@ -41,8 +46,65 @@ def comparisons_table(compare: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+# (stage, MLflow metric, panel title); KL appears only when GRPO's beta > 0 (TRL skips it at 0).
+CURVES = (
+    ("sft", "loss", "SFT loss"),
+    ("sft", "mean_token_accuracy", "SFT token accuracy"),
+    ("grpo", "reward", "GRPO reward (IoU + format)"),
+    ("grpo", "rewards/iou_reward/mean", "GRPO IoU reward"),
+    ("grpo", "rewards/format_reward/mean", "GRPO format reward"),
+    ("grpo", "kl", "GRPO KL to the reference"),
+    ("grpo", "completions/mean_length", "GRPO completion length (tokens)"),
+    ("grpo", "difficulty/weight_mean", "GRPO mean difficulty weight"),
+)
+
+
+def training_curves(out: Path, tracking_uri: str = "", experiment: str = "univg") -> Path:
+    """Draw the latest SFT and GRPO runs' logged metrics over steps into one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from univg.tracking import tracking_uri as resolve_uri
+
+    mlflow.set_tracking_uri(resolve_uri(tracking_uri))
+    client = mlflow.MlflowClient()
+    latest = {}
+    for stage in ("sft", "grpo"):
+        runs = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`univg.stage` = '{stage}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+        if runs:
+            latest[stage] = runs[0].info.run_id
+    panels = [(stage, key, title) for stage, key, title in CURVES
+              if stage in latest and client.get_metric_history(latest[stage], key)]
+    if not panels:
+        raise ValueError(f"no SFT or GRPO metrics in experiment {experiment!r} at {mlflow.get_tracking_uri()}")
+    columns = 3
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.8 * rows), squeeze=False)
+    for axis, (stage, key, title) in zip(axes.flat, panels, strict=False):
+        history = sorted(client.get_metric_history(latest[stage], key), key=lambda m: m.step)
+        axis.plot([m.step for m in history], [m.value for m in history], marker=".", linewidth=1)
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("optimizer step")
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.axis("off")
+    figure.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--curves"]:
+        print(training_curves(Path(argv[1] if len(argv) > 1 else "plots/training_curves.png")))
+        return 0
     path = Path(argv[0] if argv else "metrics/eval.json")
     if not path.exists():
         print(f"{path}: no results yet (run `dvc repro`)", file=sys.stderr)

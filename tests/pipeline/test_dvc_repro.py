@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from tests.pipeline.conftest import pipeline_env
 
 CONTRACT_KEYS = {"acc@0.3", "acc@0.5", "acc@0.7", "miou", "n", "avg", "per_task"}
@@ -28,7 +30,13 @@ def test_dvc_repro_runs_every_stage_and_writes_contract_metrics(tiny_repo):
         assert 0.0 <= entry["acc@0.5"] <= 1.0
         assert "ci95" in entry
     promotion = json.loads((tiny_repo / "metrics/promotion.json").read_text())
-    assert "promote" in json.dumps(promotion)
+    decision = promotion["decision"]
+    assert decision["promote"] is promotion["promoted"] and decision["reason"]
+    assert decision["reference"] == "base" and promotion["champion_before"] is None  # a fresh registry
+    assert promotion["champion_after"] == (promotion["version"] if promotion["promoted"] else None)
+    best = max(("sft", "grpo"), key=lambda m: (metrics[m]["acc@0.5"], m == "grpo"))
+    assert promotion["candidate"] == best and best in promotion["chosen_because"]
+    assert decision["candidate_acc"] == pytest.approx(metrics[best]["acc@0.5"])
     report = json.loads((tiny_repo / "data/validated/report.json").read_text())
     assert report["total"] == report["accepted"] + report["rejected"]
 

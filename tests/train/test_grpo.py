@@ -131,15 +131,6 @@ def expected_weights(iou: torch.Tensor, group: int, mode: str, k: float) -> list
     return out
 
 
-@pytest.mark.parametrize(
-    ("batch", "group", "accumulation", "mode", "k"),
-    [
-        (4, 4, 1, "exp", 1.0),  # one prompt per step
-        (4, 8, 2, "exp", 1.0),  # a group spans two micro-batches (per-device batch < G)
-        (6, 3, 2, "exp", 1.0),  # two prompts per micro-batch, four per generation batch
-        (6, 3, 2, "power", 2.0),
-    ],
-)
 def check_advantages_reaching_the_loss(trainer, group: int, mode: str, k: float) -> None:
     """Every row of every micro-batch: advantage == expected weight x TRL's unweighted advantage."""
     expected = [expected_weights(g["iou"], group, mode, k) for g in trainer.generations]
