@@ -120,8 +120,8 @@ class PretrainConfig(Section):
     out_dir: str = Field("checkpoints/univg-tiny", description="Where the pretrained checkpoint and its card are written.")
     seed: int = Field(0, description="Seed of the init, the tokenizer corpus and the pre-training streams.")
     steps: int = Field(6000, ge=1, description="Optimizer steps; each sees one image batch and one text batch.")
-    image_batch_size: int = Field(16, ge=1, description="Image examples per step (perception and grounding).")
-    text_batch_size: int = Field(64, ge=1, description="Recall texts per step.")
+    image_batch_size: int = Field(8, ge=1, description="Image examples per step (perception and grounding).")
+    text_batch_size: int = Field(48, ge=1, description="Recall texts per step.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak AdamW learning rate (cosine down to 10%).")
     warmup_ratio: float = Field(0.02, ge=0, le=1, description="Share of steps spent warming up.")
     image_mix: dict[PretrainImageTask, float] = Field(
@@ -130,7 +130,8 @@ class PretrainConfig(Section):
         "name the object in a cell.",
     )
     text_mix: dict[RecallTask, float] = Field(
-        {"ar": 0.6, "lookup": 0.4}, description="Shares of the recall texts: associative recall, scan lookup."
+        {"ar": 0.75, "lookup": 0.25},
+        description="Shares of the recall texts: associative recall, scan lookup (a lookup text is ~10x longer).",
     )
     text_loss_weight: float = Field(1.0, ge=0, description="Weight of the recall loss beside the image loss.")
     log_every: int = Field(50, ge=1, description="Steps between logged running losses.")
