@@ -340,16 +340,70 @@ def promote(
         fail(str(error))
 
 
+@app.command("predict")
+def predict(
+    query: Annotated[str, typer.Option(help="The question; it may need reasoning across the images.")],
+    image: Annotated[list[Path], typer.Option(help="An image; repeat for several, in order (Image-1, Image-2, ...).")],
+    model: Annotated[str, typer.Option(help="Model folder, hub id, univg-tiny, or an MLflow URI.")] = "models:/univg@champion",
+    out: Annotated[Path | None, typer.Option(help="Write the target image with the answer's box drawn (PNG).")] = None,
+    answer_format: Annotated[str | None, typer.Option(help="indexed or univg-r1 (default: what the model was trained on).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Generation budget.")] = 256,
+) -> None:
+    """Ask a model one grounding question and print the answer as JSON: the image it names, the box in 0..1000 and in pixels, the reasoning and the raw text."""
+    from univg.predict import InputError, Predictor, decode_image, draw_answer, read_answer
+
+    try:
+        images = [decode_image(str(path.resolve()), _local_files(), f"--image {path}") for path in image]
+        predictor = Predictor(model, max_new_tokens=max_new_tokens)
+        reply = predictor.generate([(predictor.conversation(len(images), query, answer_format), images)])[0]
+    except InputError as error:
+        fail(str(error))
+    except Exception as error:  # a model that cannot be found or loaded: one line, no traceback
+        fail(f"{type(error).__name__}: {error}")
+    result = read_answer(reply.text, images)
+    if out is not None:
+        drawn = draw_answer(images, result)
+        if drawn is None:
+            typer.echo(f"note: no box to draw, {out} not written", err=True)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            drawn.save(out)
+            result["drawn"] = str(out)
+    echo_json(result)
+
+
+def _local_files():
+    """The command line reads the files its user names: any path on this machine."""
+    from univg.predict import ImageLimits
+
+    return ImageLimits(image_root=Path("/"))
+
+
 @app.command("serve")
 def serve(
-    model: Annotated[str, typer.Option(help="Model folder or models:/univg@champion.")] = "models:/univg@champion",
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    model: Annotated[str, typer.Option(help="Model folder, hub id, univg-tiny, or an MLflow URI.")] = "models:/univg@champion",
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 exposes it to the network).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    image_root: Annotated[Path | None, typer.Option(help="Allow requests to name image files inside this folder (default: none).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Requests generated together.")] = 16,
+    batch_window_ms: Annotated[float, typer.Option(help="How long to wait for a batch to fill.")] = 10.0,
+    max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 503.")] = 64,
+    max_images: Annotated[int, typer.Option(help="Images per request.")] = 8,
+    max_pixels: Annotated[int, typer.Option(help="Pixels per image.")] = 4096 * 4096,
+    max_body_mb: Annotated[float, typer.Option(help="Request body size in MiB.")] = 32.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Generation budget (caps a request's max_tokens).")] = 256,
 ) -> None:
-    """Serve predictions over HTTP: POST /predict with images and a question."""
+    """Serve the model over HTTP: OpenAI-compatible /v1/chat/completions, /v1/ground, /health and /metrics, with batching. Set UNIVG_API_KEY to require a Bearer key."""
+    from univg.predict import ImageLimits
+    from univg.serve import ServeSettings
     from univg.serve import serve as run
 
-    run(model, host, port)
+    settings = ServeSettings(
+        max_batch=max_batch, batch_window_ms=batch_window_ms, max_queue=max_queue, max_images=max_images,
+        max_body_bytes=int(max_body_mb * (1 << 20)), max_new_tokens=max_new_tokens,
+        limits=ImageLimits(max_pixels=max_pixels, image_root=image_root),
+    )
+    run(model, host, port, settings)
 
 
 def main() -> None:  # pragma: no cover - console entry

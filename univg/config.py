@@ -119,7 +119,7 @@ class PretrainConfig(Section):
 
     out_dir: str = Field("checkpoints/univg-tiny", description="Where the pretrained checkpoint and its card are written.")
     seed: int = Field(0, description="Seed of the init, the tokenizer corpus and the pre-training streams.")
-    steps: int = Field(6000, ge=1, description="Optimizer steps; each sees one image batch and one text batch.")
+    steps: int = Field(3500, ge=1, description="Optimizer steps; each sees one image batch and one text batch.")
     image_batch_size: int = Field(8, ge=1, description="Image examples per step (perception and grounding).")
     text_batch_size: int = Field(48, ge=1, description="Recall texts per step.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak AdamW learning rate (cosine down to 10%).")
@@ -130,7 +130,7 @@ class PretrainConfig(Section):
         "name the object in a cell.",
     )
     text_mix: dict[RecallTask, float] = Field(
-        {"ar": 0.75, "lookup": 0.25},
+        {"ar": 0.85, "lookup": 0.15},
         description="Shares of the recall texts: associative recall, scan lookup (a lookup text is ~10x longer).",
     )
     text_loss_weight: float = Field(1.0, ge=0, description="Weight of the recall loss beside the image loss.")

@@ -174,7 +174,7 @@ def _pip_requirements() -> list[str]:
 
 # Models from code (not a pickled object): the logged model holds this file, and loading it
 # only needs `univg` importable, whatever cloudpickle or Python version wrote it.
-_MODEL_CODE = "import mlflow\nfrom univg.serve import UnivgPyfuncModel\n\nmlflow.models.set_model(UnivgPyfuncModel())\n"
+_MODEL_CODE = "import mlflow\nfrom univg.predict import UnivgPyfuncModel\n\nmlflow.models.set_model(UnivgPyfuncModel())\n"
 
 
 def log_model_checkpoint(

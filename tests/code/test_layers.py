@@ -21,7 +21,7 @@ LAYERS = (
     ("univg/tracking.py", "univg/prompts.py", "univg/data/"),
     ("univg/models/", "univg/cot/", "univg/rewards.py"),
     ("univg/train/", "univg/eval/"),
-    ("univg/gate.py", "univg/registry.py", "univg/serve.py", "univg/summary.py"),
+    ("univg/gate.py", "univg/registry.py", "univg/predict.py", "univg/serve.py", "univg/summary.py"),
     ("univg/cli.py", "univg/__main__.py"),
 )
 

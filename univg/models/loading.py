@@ -20,6 +20,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +383,27 @@ def generate_texts(
     Prompts are left-padded, so a sample's greedy output does not depend on its batch. The model
     generates in eval mode and is handed back in the mode it came in.
     """
+    return [g.text for g in generate(model, processor, batch_messages, batch_images, max_new_tokens, do_sample,
+                                     **generate_kwargs)]
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str  # the reply, special tokens removed
+    prompt_tokens: int  # the conversation's own tokens, image tokens included, padding not
+    completion_tokens: int  # new tokens up to and including the end-of-turn token
+
+
+def generate(
+    model,
+    processor,
+    batch_messages: Sequence[Sequence[dict]],
+    batch_images: Sequence[Sequence[Any]],
+    max_new_tokens: int = 128,
+    do_sample: bool = False,
+    **generate_kwargs: Any,
+) -> list[Generation]:
+    """`generate_texts` with token counts (what an OpenAI-compatible server reports as usage)."""
     import torch
 
     if len(batch_messages) != len(batch_images):
@@ -403,4 +425,11 @@ def generate_texts(
     finally:
         model.train(was_training)
     new_tokens = output[:, inputs["input_ids"].shape[1]:]
-    return tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    replies = tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    prompt_counts = inputs["attention_mask"].sum(dim=1).tolist()
+    ends = {tokenizer.pad_token_id, tokenizer.eos_token_id}
+    generations = []
+    for reply, count, row in zip(replies, prompt_counts, new_tokens.tolist(), strict=True):
+        used = next((i + 1 for i, token in enumerate(row) if token in ends), len(row))
+        generations.append(Generation(reply, int(count), used))
+    return generations
