@@ -386,7 +386,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     image_root: Annotated[Path | None, typer.Option(help="Allow requests to name image files inside this folder (default: none).")] = None,
     max_batch: Annotated[int, typer.Option(help="Requests generated together.")] = 16,
-    batch_window_ms: Annotated[float, typer.Option(help="How long to wait for a batch to fill.")] = 10.0,
+    batch_window_ms: Annotated[float, typer.Option(help="How long to wait for a batch to fill.")] = 2.0,
     max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 503.")] = 64,
     max_images: Annotated[int, typer.Option(help="Images per request.")] = 8,
     max_pixels: Annotated[int, typer.Option(help="Pixels per image.")] = 4096 * 4096,

@@ -57,7 +57,7 @@ API_KEY_ENV = "UNIVG_API_KEY"
 @dataclass(frozen=True)
 class ServeSettings:
     max_batch: int = 16  # requests generated together
-    batch_window_ms: float = 10.0  # how long the worker waits for a batch to fill
+    batch_window_ms: float = 2.0  # wait for a batch to fill (requests also pile up during a generation)
     max_queue: int = 64  # waiting requests before 503
     max_images: int = 8  # per request
     max_body_bytes: int = 32 << 20
