@@ -245,3 +245,35 @@ def test_pyfunc_model_predicts_like_the_predictor(tiny_model_dir, images, tmp_pa
     responses = loaded.predict(frame)
     expected = Predictor(tiny_model_dir).predict(images, "Find the red circle in image 2.")["response"]
     assert list(responses) == [expected]
+
+
+class _BlockingPredictor:
+    """Stands in for the model in the batching unit test: generate() waits until released."""
+
+    def __init__(self):
+        import threading
+
+        self.release, self.calls = threading.Event(), []
+
+    def generate(self, conversations, max_new_tokens=None):
+        from univg.models.loading import Generation
+
+        self.release.wait(10)
+        self.calls.append(len(conversations))
+        return [Generation(f"reply {c[0][0]['content']}", 3, 1) for c in conversations]
+
+
+def test_a_full_queue_is_refused_and_waiting_jobs_run_as_one_batch():
+    from univg.serve import Batcher, Job, Metrics, Overloaded, ServeSettings
+
+    predictor = _BlockingPredictor()
+    batcher = Batcher(predictor, ServeSettings(max_batch=8, max_queue=3, batch_window_ms=0), Metrics())
+    first = batcher.submit(Job([{"content": "a"}], [], 4))
+    time.sleep(0.2)  # the worker has taken the first job and is blocked in generate()
+    waiting = [batcher.submit(Job([{"content": name}], [], 4)) for name in "bcd"]
+    with pytest.raises(Overloaded, match="3 requests are already waiting"):
+        batcher.submit(Job([{"content": "e"}], [], 4))
+    predictor.release.set()
+    assert first.result(10).text == "reply a"
+    assert [f.result(10).text for f in waiting] == ["reply b", "reply c", "reply d"]
+    assert predictor.calls == [1, 3]  # the three that waited shared one generate() call

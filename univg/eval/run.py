@@ -128,7 +128,7 @@ def evaluate_model(
                 "limit": limit or 0, "n_records": loaded.total, "coords": coords}
     with tracking_run(log_to_mlflow, params, run_name or f"eval-{Path(str(model_ref)).name}", settings):
         # --- model
-        model, processor = load_model_and_processor(model_ref, padding_side="left")
+        model, processor = load_model_and_processor(model_ref, padding_side="left", device="auto")  # GPU when present
         # --- predictions
         started = time.perf_counter()
         rows = generate_predictions(model_generate(model, processor, max_new_tokens), loaded, chosen, batch_size)
