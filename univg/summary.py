@@ -37,6 +37,25 @@ def per_task_table(metrics: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+# MIG-Bench's columns in the paper's order: spontaneous grounding, then referential grounding.
+PAPER_COLUMNS = (
+    ("diff", "Static Diff"), ("view_diff", "Robust Diff"), ("common_object", "Common"),
+    ("object_tracking", "OT"), ("multi_view", "MV"), ("region", "Region"), ("refer_grounding", "Refer"),
+    ("group_grounding", "GG"), ("reasoning", "Reason"), ("correspondence", "Co-Re"),
+)
+
+
+def paper_table(metrics: dict[str, dict[str, Any]]) -> str:
+    """Per-task Acc@0.5 in percent, laid out as UniVG-R1's MIG-Bench table (AVE: the task mean)."""
+    rows = ["| model | " + " | ".join(title for _, title in PAPER_COLUMNS) + " | AVE |",
+            "|---|" + "---|" * (len(PAPER_COLUMNS) + 1)]
+    for name, entry in metrics.items():
+        per_task = entry.get("per_task", {})
+        cells = [f"{100 * per_task[task]['acc@0.5']:.1f}" if task in per_task else "-" for task, _ in PAPER_COLUMNS]
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {100 * entry.get('avg', float('nan')):.1f} |")
+    return "\n".join(rows)
+
+
 def comparisons_table(compare: dict[str, Any]) -> str:
     rows = ["| comparison | delta Acc@0.5 | 95% CI |", "|---|---|---|"]
     for name, entry in compare.items():
@@ -112,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = json.loads(path.read_text())
     print(results_table(metrics))
     print()
-    print(per_task_table(metrics))
+    print(paper_table(metrics))
     compare = path.with_name("compare.json")
     if compare.exists():
         print()

@@ -32,3 +32,12 @@ def test_training_curves_draw_the_latest_runs_metrics(mlflow_uri, tmp_path):
                 mlflow.log_metrics({key: 1.0 / step for key in keys}, step=step)
     out = training_curves(tmp_path / "curves.png", mlflow_uri)
     assert Image.open(out).size[0] > 500
+
+
+def test_paper_table_keeps_the_papers_column_order():
+    from univg.summary import PAPER_COLUMNS, paper_table
+
+    entry = {"avg": 0.5, "per_task": {task: {"acc@0.5": i / 10} for i, (task, _) in enumerate(PAPER_COLUMNS)}}
+    table = paper_table({"grpo": entry})
+    assert table.splitlines()[0].startswith("| model | Static Diff | Robust Diff | Common | OT | MV | Region")
+    assert table.splitlines()[2] == "| grpo | 0.0 | 10.0 | 20.0 | 30.0 | 40.0 | 50.0 | 60.0 | 70.0 | 80.0 | 90.0 | 50.0 |"

@@ -116,3 +116,17 @@ def test_pretrain_params_refuse_unknown_tasks():
     with pytest.raises(ConfigError, match="image_mix"):
         parse_params({}, {"pretrain.image_mix.caption": 1.0})
     assert Params().pretrain.out_dir == "checkpoints/univg-tiny"
+
+
+def test_the_shipped_checkpoint_loads_by_name_and_matches_its_recorded_hash():
+    """checkpoints/univg-tiny is in git: its weights match the sha256 its release record and card give,
+    and it loads through the one model loader under its name."""
+    from univg.models.loading import SHIPPED_MODELS, load_model_and_processor
+
+    folder = SHIPPED_MODELS["univg-tiny"]
+    record = json.loads((folder / univg_tiny.RELEASE_FILE).read_text())
+    assert univg_tiny.file_sha256(folder / univg_tiny.WEIGHTS_FILE) == record["sha256"]
+    assert record["sha256"] in (folder / univg_tiny.CARD_FILE).read_text()
+    model, processor = load_model_and_processor("univg-tiny")
+    assert sum(p.numel() for p in model.parameters()) == record["parameters"]
+    assert processor.tokenizer.chat_template and not model.training
