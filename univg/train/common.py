@@ -10,7 +10,8 @@ Checkpoint layout of a training stage's `out_dir` (both stages):
                              with the same loader as any base model. LoRA runs are MERGED into the
                              base weights here (one loader, vLLM-ready, no adapter bookkeeping in
                              eval/GRPO/serving); the unmerged adapter stays in the last checkpoint.
-                             `final/univg_train.json` records the base model, stage and step.
+                             `final/univg_train.json` records the base model, stage, step and the
+                             answer format it was trained to write (eval and serve ask in it).
 """
 
 from __future__ import annotations
