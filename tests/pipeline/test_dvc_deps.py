@@ -92,3 +92,13 @@ def test_stage_deps_cover_the_transitive_import_closure(pipeline, stage):
     deps = yaml.safe_load((REPO / pipeline).read_text())["stages"][stage].get("deps", [])
     missing = sorted(m for m in import_closure(STAGE_ENTRY[pipeline][stage]) if not covered(m, deps))
     assert not missing, f"{pipeline} stage {stage!r} lacks modules its command imports: {missing}"
+
+
+def test_the_root_pipeline_never_reaches_the_pretraining_stage():
+    """The base_model stage depends on checkpoints/univg-tiny. Were that folder a DVC output of
+    pretrain/dvc.yaml, DVC would link the pipelines, and a root `dvc repro` would re-run the
+    hour-long pre-training whenever a module it imports changed. It is a release kept in git."""
+    pretrain = yaml.safe_load((REPO / "pretrain/dvc.yaml").read_text())["stages"]
+    assert all(not stage.get("outs") and not stage.get("metrics") for stage in pretrain.values())
+    base_deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["base_model"]["deps"]
+    assert "checkpoints/univg-tiny" in base_deps
