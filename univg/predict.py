@@ -79,14 +79,7 @@ def _base64(payload: str, where: str) -> bytes:
 
 
 def _from_bytes(raw: bytes, limits: ImageLimits, where: str) -> Image.Image:
-    try:
-        with Image.open(io.BytesIO(raw)) as image:
-            _checked(image, limits, where)
-            return image.convert("RGB")
-    except InputError:
-        raise
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise InputError(f"{where}: not a readable image ({type(error).__name__}: {error})") from None
+    return _open(io.BytesIO(raw), limits, where, "not a readable image")
 
 
 def _from_path(item: str, limits: ImageLimits, where: str) -> Image.Image:
@@ -99,14 +92,19 @@ def _from_path(item: str, limits: ImageLimits, where: str) -> Image.Image:
         raise InputError(f"{where}: {item!r} is outside the allowed image root", status=403)
     if not path.is_file():
         raise InputError(f"{where}: no such file under the image root: {item!r}", status=404)
+    return _open(path, limits, where, f"{item!r} is not a readable image")
+
+
+def _open(source: Any, limits: ImageLimits, where: str, unreadable: str) -> Image.Image:
+    """Decode after checking the size in the header (PIL reads pixels only on convert)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             _checked(image, limits, where)
             return image.convert("RGB")
     except InputError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise InputError(f"{where}: {item!r} is not a readable image ({type(error).__name__})") from None
+        raise InputError(f"{where}: {unreadable} ({type(error).__name__}: {error})") from None
 
 
 def _checked(image: Image.Image, limits: ImageLimits, where: str) -> Image.Image:
