@@ -330,7 +330,7 @@ def promote(
     set_: SetOpt = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="Restore the previous champion.")] = False,
 ) -> None:
-    """Register the pipeline's model; move `champion` only if it significantly beats the current one."""
+    """Register the run's best trained model (highest Acc@0.5 of sft and grpo); move `champion` only if it significantly beats the current one."""
     from univg import registry
 
     cfg = params_from(params, set_)
