@@ -186,7 +186,7 @@ class Predictor:
     def generate(self, conversations: Sequence[tuple[list[dict[str, Any]], list[Image.Image]]],
                  max_new_tokens: int | None = None) -> list[Any]:
         """One batched greedy generation; a list of univg.models.loading.Generation."""
-        from univg.models.loading import generate
+        from univg.models.generation import generate
 
         return generate(self.model, self.processor, [c for c, _ in conversations], [i for _, i in conversations],
                         max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from univg.models.loading import generate_texts
+from univg.models.generation import generate_texts
 from univg.prompts import assistant_message, user_message
 
 

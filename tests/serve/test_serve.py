@@ -256,7 +256,7 @@ class _BlockingPredictor:
         self.release, self.calls = threading.Event(), []
 
     def generate(self, conversations, max_new_tokens=None):
-        from univg.models.loading import Generation
+        from univg.models.generation import Generation
 
         self.release.wait(10)
         self.calls.append(len(conversations))

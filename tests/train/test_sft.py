@@ -140,7 +140,8 @@ def test_drop_overlong_drops_whole_samples(processor, examples):
 def test_sft_lowers_the_loss_and_logs_a_loadable_model(sft_data, sft_base, processor, examples, tmp_path, mlflow_uri):
     import mlflow
 
-    from univg.models.loading import generate_texts, load_model_and_processor
+    from univg.models.generation import generate_texts
+    from univg.models.loading import load_model_and_processor
     from univg.train.sft import train_sft
 
     batch = collate(processor, examples)

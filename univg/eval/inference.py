@@ -108,7 +108,7 @@ def generate_predictions(
 
 def model_generate(model, processor, max_new_tokens: int = 128) -> GenerateFn:
     """A GenerateFn doing greedy decoding with left padding on a loaded model."""
-    from univg.models.loading import generate_texts
+    from univg.models.generation import generate_texts
 
     def generate(batch_messages: Sequence[Sequence[dict]], batch_images: Sequence[Sequence[Any]]) -> list[str]:
         return generate_texts(model, processor, batch_messages, batch_images, max_new_tokens=max_new_tokens,

@@ -163,7 +163,7 @@ def read_scan(text: str) -> dict[str, str]:
 def measure_gates(model: Any, processor: Any, seed: int, image_size: int, position_cue: float,
                   examples: int = 200, batch_size: int = 25) -> dict[str, float]:
     """The release gates on held-out scenes and texts (split 9: never trained on)."""
-    from univg.models.loading import generate_texts
+    from univg.models.generation import generate_texts
 
     tokenizer = getattr(processor, "tokenizer", processor)
     results: dict[str, float] = {}

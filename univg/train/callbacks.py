@@ -101,7 +101,7 @@ class SampleGenerationCallback(TrainerCallback):
     Logged to the active MLflow run: `samples/step_XXXXXX/<id>.png` (red = predicted, green = ground
     truth, on the target image), `samples/step_XXXXXX/completions.json`, and the metric
     `samples/mean_iou`. Generation is greedy, so the pictures of two steps are comparable.
-    `generate` has the signature of univg.models.loading.generate_texts.
+    `generate` has the signature of univg.models.generation.generate_texts.
     """
 
     def __init__(
@@ -120,7 +120,7 @@ class SampleGenerationCallback(TrainerCallback):
 
     def _generate_fn(self) -> Callable[..., list[str]]:
         if self._generate is None:
-            from univg.models.loading import generate_texts
+            from univg.models.generation import generate_texts
 
             self._generate = generate_texts
         return self._generate
