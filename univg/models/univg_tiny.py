@@ -123,10 +123,8 @@ def tokenizer_corpus(seed: int, image_size: int, position_cue: float, examples: 
     yield from INSTRUCTIONS.values()
     for index in range(examples):
         task = IMAGE_TASKS[index % len(IMAGE_TASKS)]
-        rng = np.random.default_rng([seed, CORPUS_SPLIT, index])
         # the question and answer texts only: no need to draw pixels
-        example = _corpus_example(rng, task, image_size)
-        yield example
+        yield _corpus_example(np.random.default_rng([seed, CORPUS_SPLIT, index]), task, image_size)
     recall = random.Random(f"{seed}:{CORPUS_SPLIT}:recall")
     for index in range(examples):
         prompt, answer = RECALL_TASKS[("ar", "lookup")[index % 2]](recall)
