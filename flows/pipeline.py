@@ -108,7 +108,9 @@ def pipeline(
     force: stages to re-run even when DVC finds them up to date.
     stages: which stages, in order (default: all of dvc.yaml, upstream first).
     stage_retries / retry_delay_seconds: retries of a stage that failed transiently (a crash, a
-      held DVC lock); training stages resume from their last checkpoint (`resume: auto`).
+      held DVC lock), after retry_delay_seconds, then twice that, and so on (with 20% jitter);
+      training stages resume from their last checkpoint (`resume: auto`). A stage that failed on
+      bad input (`error: ...`, see univg.errors) is not retried.
     """
     import mlflow
 
@@ -134,7 +136,9 @@ def pipeline(
         env = stage_env(parent.info.run_id, uri)
 
         # --- the stages, one at a time
-        runner = run_stage.with_options(retries=stage_retries, retry_delay_seconds=retry_delay_seconds)
+        # Exponential backoff with jitter: a busy server or a held lock gets more room each time.
+        delays = [retry_delay_seconds * 2**attempt for attempt in range(stage_retries)]
+        runner = run_stage.with_options(retries=stage_retries, retry_delay_seconds=delays, retry_jitter_factor=0.2)
         # The whole pipeline upstream first: each stage's inputs were just reproduced, so DVC need
         # not re-check the stages above it. A chosen subset gets the full check.
         whole = stages is None

@@ -6,16 +6,42 @@ commands, so `univg --help` answers instantly.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from univg.config import ConfigError, Params, load_params
+from univg.errors import PATH_ERRORS, UserError, describe
 
-app = typer.Typer(
+
+class _Typer(typer.Typer):
+    """A Typer whose commands turn input errors into one line on stderr (see univg.errors)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
+        register = super().command(*args, **kwargs)
+        return lambda function: register(_input_errors_as_messages(function))
+
+
+def _input_errors_as_messages(function: Callable) -> Callable:
+    @functools.wraps(function)  # typer reads the options from the wrapped signature
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except (UserError, *PATH_ERRORS) as error:
+            if os.environ.get("UNIVG_DEBUG"):
+                raise
+            fail(describe(error))
+
+    return run
+
+
+app = _Typer(
     help=(
         "Reasoning-guided universal visual grounding (UniVG-R1), end to end: synthetic or imported "
         "multi-image grounding data -> teacher CoT -> validation -> SFT -> GRPO with difficulty-aware "
@@ -26,10 +52,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Generate, import and inspect grounding records.", no_args_is_help=True)
-model_app = typer.Typer(help="Build or check base models.", no_args_is_help=True)
-cot_app = typer.Typer(help="Write chains of thought with a teacher, then validate them.", no_args_is_help=True)
-train_app = typer.Typer(help="Fine-tune: CoT SFT (cold start), then GRPO.", no_args_is_help=True)
+data_app = _Typer(help="Generate, import and inspect grounding records.", no_args_is_help=True)
+model_app = _Typer(help="Build or check base models.", no_args_is_help=True)
+cot_app = _Typer(help="Write chains of thought with a teacher, then validate them.", no_args_is_help=True)
+train_app = _Typer(help="Fine-tune: CoT SFT (cold start), then GRPO.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.add_typer(cot_app, name="cot")

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from univg.answers import AnswerFormat
+from univg.errors import UserError
 
 TASKS: tuple[str, ...] = (
     "common_object",
@@ -36,7 +37,7 @@ PretrainImageTask = Literal["describe", "describe_all", "ground", "name"]  # uni
 RecallTask = Literal["ar", "lookup"]  # univg.models.recall
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A params file or override that cannot be turned into a valid config."""
 
 
@@ -50,6 +51,10 @@ class DataConfig(Section):
     )
     import_path: str = Field("", description="File to import when source is not 'synth'.")
     image_root: str = Field("", description="Image folder for imported files (default: the file's folder).")
+    allow_outside_root: bool = Field(
+        False, description="Read images outside the data root (absolute paths, ../, symlinks leaving it). "
+        "Off: such rows are quarantined or refused, at import, validation, training and evaluation.",
+    )
     out_dir: str = Field("data/mig-synth", description="Folder the data stage writes splits and images to.")
     seed: int = Field(0, description="Base seed; train/val/test use disjoint seed streams derived from it.")
     tasks: list[str] = Field(list(TASKS), description="Which mig-synth tasks to generate.")

@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from univg.errors import UserError
+
 HIT_IOU = 0.5
 
 
-class PromotionError(RuntimeError):
+class PromotionError(UserError, RuntimeError):
     """The registry or the gate's inputs are not in a state promotion can work from."""
 
 

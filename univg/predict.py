@@ -25,6 +25,8 @@ import mlflow.pyfunc
 from PIL import Image
 
 from univg.answers import DEFAULT_FORMAT, check_format, parse_answer
+from univg.data.images import ImageError, check_size, to_rgb
+from univg.errors import UserError
 from univg.prompts import user_message
 from univg.schema import norm_to_pixels
 
@@ -32,7 +34,7 @@ DEFAULT_MAX_PIXELS = 4096 * 4096  # per image, checked from the header before de
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """A request the model cannot answer; the message says which part. `status` is the HTTP code."""
 
     def __init__(self, message: str, status: int = 422):
@@ -52,7 +54,7 @@ class ImageLimits:
 def decode_image(item: Any, limits: ImageLimits = ImageLimits(), where: str = "image") -> Image.Image:
     """An RGB image from a PIL image, base64 (optionally a data: URL) or a path inside the image root."""
     if isinstance(item, Image.Image):
-        return _checked(item, limits, where).convert("RGB")
+        return to_rgb(_checked(item, limits, where))
     if not isinstance(item, str) or not item:
         raise InputError(f"{where}: expected a non-empty string (base64, a data: URL or a path)")
     if item.startswith("data:"):
@@ -100,7 +102,7 @@ def _open(source: Any, limits: ImageLimits, where: str, unreadable: str) -> Imag
     try:
         with Image.open(source) as image:
             _checked(image, limits, where)
-            return image.convert("RGB")
+            return to_rgb(image)
     except InputError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as error:
@@ -108,12 +110,14 @@ def _open(source: Any, limits: ImageLimits, where: str, unreadable: str) -> Imag
 
 
 def _checked(image: Image.Image, limits: ImageLimits, where: str) -> Image.Image:
+    """The size rules of univg.data.images, from the header; too large is HTTP 413, other sizes 422."""
     width, height = image.size
     if width * height > limits.max_pixels:
-        raise InputError(f"{where}: {width}x{height} pixels is over this server's limit of {limits.max_pixels}",
-                         status=413)
-    if width < 1 or height < 1:
-        raise InputError(f"{where}: empty image ({width}x{height})")
+        raise InputError(f"{where}: {width}x{height} pixels is over the limit of {limits.max_pixels}", status=413)
+    try:
+        check_size(image, where, max_pixels=limits.max_pixels)
+    except ImageError as error:
+        raise InputError(str(error)) from None
     return image
 
 

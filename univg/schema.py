@@ -13,12 +13,20 @@ keep going: bad input is reported, never silently dropped.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from univg.errors import UserError
+
 COORD_MAX = 1000
+MAX_QUESTION_CHARS = 4000  # MIG-Bench's longest is under 1,000; a longer one is a broken row, not a question
+
+
+class RecordError(UserError, ValueError):
+    """A records file with a line that breaks the contract; the message gives file:line and reasons."""
 
 Box = tuple[float, float, float, float]
 
@@ -84,6 +92,8 @@ def record_reasons(data: Any) -> list[str]:
         reasons.append("empty id")
     if isinstance(data.get("question"), str) and not data["question"].strip():
         reasons.append("empty question")
+    if isinstance(data.get("question"), str) and len(data["question"]) > MAX_QUESTION_CHARS:
+        reasons.append(f"question too long: {len(data['question'])} characters (limit {MAX_QUESTION_CHARS})")
     images = data.get("images")
     if isinstance(images, list):
         if not images:
@@ -169,19 +179,31 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     for line in read_jsonl_lines(path):
         reasons = line.reasons or record_reasons(line.data)
         if reasons:
-            raise ValueError(f"{path}:{line.number}: " + "; ".join(reasons))
+            raise RecordError(f"{path}:{line.number}: " + "; ".join(reasons))
         records.append(line.data)
     return records
 
 
-def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]] | Iterator[dict[str, Any]]) -> int:
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file so that a crash leaves the old file or none, never a truncated one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]] | Iterator[dict[str, Any]]) -> int:
+    """Write rows as JSONL atomically: a crash leaves the old file or none, never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
     count = 0
-    with open(path, "w", encoding="utf-8") as handle:
+    with open(partial, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
+    os.replace(partial, path)
     return count
 
 

@@ -225,3 +225,143 @@ def log_jsonl_input(path: str | Path, name: str, context: str) -> None:
         warnings.simplefilter("ignore")
         dataset = mlflow.data.from_pandas(frame.astype(str), source=str(path.resolve()), name=name)
     mlflow.log_input(dataset, context=context)
+
+
+# ----------------------------------------------------------------------------- logging that survives
+class MetricSink:
+    """Metrics to one run from a background thread, so that a slow or vanished tracking server
+    never stalls or kills training.
+
+    A batch that fails stays queued and is sent again with backoff (1 s doubling to 30 s), in
+    step order, once the server answers; the first failure logs one warning. `close()` waits up
+    to `flush_timeout_s` for the queue to drain, then writes what is still unsent to
+    `spill_path` (JSONL: key, value, step, timestamp) and says so, so no number is lost.
+    """
+
+    def __init__(self, run_id: str, spill_path: str | Path | None = None, flush_timeout_s: float = 60.0):
+        import queue
+        import threading
+
+        self.run_id, self.spill_path, self.flush_timeout_s = run_id, spill_path, flush_timeout_s
+        self.unsent: list[Any] = []  # mlflow Metric entities, oldest first
+        self.failures = 0
+        self.sending_since: float | None = None  # monotonic time the send in progress began
+        self.warned = False
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._send_forever, name="univg-metric-sink", daemon=True)
+        self._thread.start()
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        self._queue.put([Metric(key, float(value), stamp, int(step)) for key, value in metrics.items()])
+        since = self.sending_since
+        if since is not None and time.monotonic() - since > self.SLOW_S:
+            self._warn(f"no answer for {time.monotonic() - since:.0f} s")
+
+    SLOW_S = 5.0  # a send that takes longer than this gets a warning (MLflow's client retries for minutes)
+
+    def _warn(self, why: str) -> None:
+        import logging
+
+        if not self.warned:
+            self.warned = True
+            logging.getLogger(__name__).warning(
+                "MLflow is not answering (%s); training goes on and metrics are kept to be sent when it is back",
+                why)
+
+    def _send_forever(self) -> None:
+        import logging
+        import queue
+        import time
+
+        from mlflow import MlflowClient
+
+        client, delay = MlflowClient(), 1.0
+        while True:
+            try:
+                batch = self._queue.get(timeout=0.2)
+                with self._lock:
+                    self.unsent.extend(batch)
+            except queue.Empty:
+                if self._closing.is_set() and not self.unsent:
+                    return
+            with self._lock:
+                pending = list(self.unsent)
+            if not pending:
+                continue
+            try:
+                self.sending_since = time.monotonic()
+                for start in range(0, len(pending), 1000):  # MLflow's log_batch limit
+                    client.log_batch(self.run_id, metrics=pending[start : start + 1000], synchronous=True)
+                with self._lock:
+                    del self.unsent[: len(pending)]
+                if self.warned:
+                    logging.getLogger(__name__).warning("MLflow answers again; %d queued metrics sent", len(pending))
+                    self.warned = False
+                delay = 1.0
+            except Exception as error:  # any transport or server error: keep the metrics, try again later
+                self.failures += 1
+                self._warn(f"{type(error).__name__}: {str(error)[:200]}")
+                if self._closing.wait(delay) and not self.unsent:
+                    return
+                delay = min(30.0, delay * 2)
+            finally:
+                self.sending_since = None
+
+    def close(self) -> int:
+        """Flush (bounded by flush_timeout_s); returns how many metrics could not be sent."""
+        import logging
+
+        import time
+
+        self._closing.set()
+        deadline = time.monotonic() + self.flush_timeout_s
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            self._thread.join(0.5)
+            since = self.sending_since
+            if since is not None and time.monotonic() - since > self.SLOW_S:
+                self._warn(f"no answer for {time.monotonic() - since:.0f} s while flushing")
+        while not self._queue.empty():  # logged after the thread stopped taking batches
+            self.unsent.extend(self._queue.get_nowait())
+        with self._lock:
+            unsent = list(self.unsent)
+        if unsent and self.spill_path:
+            rows = [json.dumps({"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp})
+                    for m in unsent]
+            Path(self.spill_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(self.spill_path, "a", encoding="utf-8") as handle:
+                handle.write("\n".join(rows) + "\n")
+            logging.getLogger(__name__).warning(
+                "%d metrics could not reach MLflow; they are in %s (replay: univg.tracking.replay_metrics)",
+                len(unsent), self.spill_path)
+        return len(unsent)
+
+
+def replay_metrics(spill_path: str | Path, run_id: str) -> int:
+    """Send the metrics a MetricSink spilled to a file to their run; returns how many."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    rows = [json.loads(line) for line in Path(spill_path).read_text().splitlines() if line.strip()]
+    metrics = [Metric(r["key"], r["value"], r["timestamp"], r["step"]) for r in rows]
+    for start in range(0, len(metrics), 1000):
+        MlflowClient().log_batch(run_id, metrics=metrics[start : start + 1000])
+    return len(metrics)
+
+
+@contextlib.contextmanager
+def best_effort(what: str) -> Iterator[None]:
+    """For optional logging during training (sample panels, histograms): a failure is a warning."""
+    import logging
+
+    try:
+        yield
+    except Exception as error:  # the tracking server is down or refuses: training matters more
+        logging.getLogger(__name__).warning("could not log %s to MLflow (%s: %s); training goes on", what,
+                                            type(error).__name__, str(error)[:200])

@@ -1,7 +1,7 @@
 """The package's imports run one way: no cycles, and no module imports from a layer above its own.
 
 Layers, bottom to top (docs/architecture.md draws them):
-  0 contracts and config: answers, schema, config
+  0 contracts and config: errors, answers, schema, config
   1 shared services:      tracking, prompts, data/
   2 building blocks:      models/, cot/, rewards
   3 lifecycle stages:     train/, eval/
@@ -17,7 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LAYERS = (
-    ("univg/answers.py", "univg/schema.py", "univg/config.py"),
+    ("univg/errors.py", "univg/answers.py", "univg/schema.py", "univg/config.py"),
     ("univg/tracking.py", "univg/prompts.py", "univg/data/"),
     ("univg/models/", "univg/cot/", "univg/rewards.py"),
     ("univg/train/", "univg/eval/"),

@@ -30,7 +30,9 @@ def test_rule_teacher_end_to_end_on_mig_synth(synth_dir, tmp_path):
         assert all((out.parent / p).resolve() == (synth_dir / q).resolve() for p, q in zip(row["images"], source["images"], strict=True))
     assert failed_path(out).read_text() == ""
     # Everything the rule teacher writes passes validation, and no test record leaks in.
-    report = validate_file(out, tmp_path / "validated", ValidateConfig(), test_split=synth_dir / "test.jsonl")
+    # synth_dir is a session folder beside this test's: outside the data root of tmp_path/cot
+    report = validate_file(out, tmp_path / "validated", ValidateConfig(), test_split=synth_dir / "test.jsonl",
+                           allow_outside_root=True)
     assert report["accepted"] == len(rows) and report["rejected"] == 0
     # The test split itself, checked against itself, is all leakage.
     leak = validate_file(synth_dir / "test.jsonl", tmp_path / "leak", ValidateConfig(min_accept_fraction=0.0),
@@ -77,6 +79,7 @@ def _run_of(mlflow_uri, run_id):
 
 def test_stages_log_mlflow_runs(synth_dir, tmp_path, mlflow_uri):
     params = Params()
+    params.data.allow_outside_root = True  # synth_dir is a session folder, outside this test's data root
     out = tmp_path / "cot" / "train.jsonl"
     stats = run_cot_stage(params, synth_dir / "train.jsonl", out, limit=10)
     client, run = _run_of(mlflow_uri, stats["mlflow_run_id"])

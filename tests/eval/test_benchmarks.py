@@ -29,7 +29,7 @@ def test_registry_names_and_defaults():
 
 
 def test_mig_synth_fixture(fixtures):
-    loaded = load_benchmark("mig-synth", fixtures / "mig_synth.jsonl")
+    loaded = load_benchmark("mig-synth", fixtures / "mig_synth.jsonl", check_images=False)
     assert loaded.total == 6 and [s.index for s in loaded.samples] == [0, 1, 2, 3]
     assert [q["index"] for q in loaded.quarantined] == [4, 5]
     assert "inverted" in loaded.quarantined[0]["reasons"][0] and loaded.quarantined[0]["task"] == "diff"
@@ -60,10 +60,10 @@ def test_mig_bench_fixture_revised_ints(fixtures):
 
 
 def test_mig_bench_row_disagreeing_with_the_file_convention_is_quarantined(tmp_path):
-    rows = [{"task": "t", "images": ["a.png"], "question": "q", "answer": a}
+    rows = [{"task": "diff", "images": ["a.png"], "question": "q", "answer": a}
             for a in ([0.1, 0.1, 0.2, 0.2], [0.3, 0.3, 0.4, 0.4], [100, 100, 200, 200])]
     (tmp_path / "b.json").write_text(json.dumps(rows))
-    loaded = load_benchmark("mig-bench", tmp_path / "b.json")
+    loaded = load_benchmark("mig-bench", tmp_path / "b.json", check_images=False)
     assert [q["index"] for q in loaded.quarantined] == [2] and "0..1" in loaded.quarantined[0]["reasons"][0]
 
 
@@ -82,7 +82,7 @@ def test_univg_r1_fixture(fixtures):
 
 
 def test_reasoning_grounding_fixture(fixtures):
-    loaded = load_benchmark("reasoning-grounding", fixtures / "reasoning_grounding.jsonl")
+    loaded = load_benchmark("reasoning-grounding", fixtures / "reasoning_grounding.jsonl", check_images=False)
     assert_contract(loaded)
     records = by_index(loaded)
     # a.png is 40x20: pixel box (4,2),(20,10) -> (100,100),(500,500)
@@ -111,7 +111,7 @@ def test_image_root_overrides_the_file_folder(tmp_path, fixtures):
 
 def test_malformed_rows_are_quarantined_never_dropped(tmp_path):
     rows = [synth_record(0), "[1, 2", "not json at all", {"id": "x"}, 42, synth_record(5)]
-    loaded = load_benchmark("mig-synth", write_lines(tmp_path / "a.jsonl", rows))
+    loaded = load_benchmark("mig-synth", write_lines(tmp_path / "a.jsonl", rows), check_images=False)
     assert loaded.total == 6 and [s.index for s in loaded.samples] == [0, 5]
     assert [q["index"] for q in loaded.quarantined] == [1, 2, 3, 4]
     assert all(q["reasons"] for q in loaded.quarantined)
@@ -127,7 +127,7 @@ def test_unreadable_or_empty_files_raise_naming_the_file(tmp_path):
 
 
 def test_limit_keeps_the_first_rows(fixtures):
-    loaded = load_benchmark("mig-synth", fixtures / "mig_synth.jsonl").head(5)
+    loaded = load_benchmark("mig-synth", fixtures / "mig_synth.jsonl", check_images=False).head(5)
     assert loaded.total == 5 and [q["index"] for q in loaded.quarantined] == [4]
 
 
@@ -154,5 +154,6 @@ def test_target_from_text(text, num_images, expected):
 
 
 def test_duplicate_ids_are_quarantined(tmp_path):
-    loaded = load_benchmark("mig-synth", write_lines(tmp_path / "d.jsonl", [synth_record(0), synth_record(0)]))
+    loaded = load_benchmark("mig-synth", write_lines(tmp_path / "d.jsonl", [synth_record(0), synth_record(0)]),
+                            check_images=False)
     assert [q["index"] for q in loaded.quarantined] == [1] and "duplicate id" in loaded.quarantined[0]["reasons"][0]

@@ -27,7 +27,8 @@ def echo_generator(calls: list, fail_on: str | None = None):
 
 
 def test_one_row_per_record_sorted_batches_and_error_rows(fixtures):
-    bench = load_benchmark("mig-synth", fixtures / "mig_synth.jsonl")
+    # images unchecked at load: the loop's own guard against a corrupt image is under test here
+    bench = load_benchmark("mig-synth", fixtures / "mig_synth.jsonl", check_images=False)
     calls: list = []
     rows = generate_predictions(echo_generator(calls), bench, "indexed", batch_size=2, progress=False)
     assert [r["index"] for r in rows] == list(range(6))
@@ -44,7 +45,7 @@ def test_a_failing_batch_is_retried_sample_by_sample(tmp_path, fixtures):
     images = [str(fixtures / "images" / "a.png"), str(fixtures / "images" / "b.png")]  # absolute paths
     records = [synth_record(i, images=images) for i in range(3)]
     records[1]["question"] = "poison"
-    bench = load_benchmark("mig-synth", write_lines(tmp_path / "batch.jsonl", records))
+    bench = load_benchmark("mig-synth", write_lines(tmp_path / "batch.jsonl", records), allow_outside_root=True)
     rows = generate_predictions(echo_generator([], fail_on="poison"), bench, "indexed", batch_size=3, progress=False)
     assert [("error" in r) for r in rows] == [False, True, False]
     assert "generation failed" in rows[1]["error"]
@@ -73,7 +74,8 @@ def test_evaluate_model_writes_everything_and_logs_to_mlflow(tiny_model_dir, fix
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [p["index"] for p in predictions] == list(range(6))
     assert set(predictions[0]) == {"index", "response"} and "error" in predictions[3]
-    assert metrics["n"] == 6 and metrics["errors"] == 1 and metrics["quarantined"] == 2
+    # row 3's image is corrupt: quarantined at load (with rows 4 and 5), so no model call errs
+    assert metrics["n"] == 6 and metrics["errors"] == 0 and metrics["quarantined"] == 3
     assert json.loads((out / "metrics.json").read_text())["n"] == 6
     assert len((out / "per_sample.jsonl").read_text().splitlines()) == 6
     html = (out / "report" / "index.html").read_text()

@@ -154,7 +154,7 @@ def test_mig_bench_unit_floats_and_revised_ints_score_alike(tmp_path, fixtures):
 
 
 def test_unit_answers_are_scaled_not_rounded(tmp_path):
-    row = {"task": "t", "images": ["a.png"], "question": "q", "answer": [0.1234, 0.1, 0.5, 0.5]}
+    row = {"task": "diff", "images": ["a.png"], "question": "q", "answer": [0.1234, 0.1, 0.5, 0.5]}
     annotations = tmp_path / "b.json"
     annotations.write_text(json.dumps([row]))
     metrics = score_one(tmp_path, "(123,100),(500,500)", benchmark="mig-bench", annotations=annotations)
@@ -243,6 +243,6 @@ def test_quarantined_rows_are_json_ready(tmp_path, fixtures):
     from univg.data.benchmarks import load_benchmark
     from univg.schema import write_jsonl
 
-    loaded = load_benchmark("mig-synth", fixtures / "mig_synth.jsonl")
-    assert write_jsonl(tmp_path / "q.jsonl", loaded.quarantined) == 2
-    assert json.loads((tmp_path / "q.jsonl").read_text().splitlines()[0])["index"] == 4
+    loaded = load_benchmark("mig-synth", fixtures / "mig_synth.jsonl")  # row 3's image is corrupt
+    assert write_jsonl(tmp_path / "q.jsonl", loaded.quarantined) == 3
+    assert [json.loads(line)["index"] for line in (tmp_path / "q.jsonl").read_text().splitlines()] == [3, 4, 5]

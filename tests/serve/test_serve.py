@@ -116,7 +116,7 @@ def test_ground_answers_with_the_one_parser_and_draws_the_box(server, images):
     (lambda im: b"[1, 2]", 400, "JSON object"),
     (lambda im: {"images": [base64.b64encode(b"plain text, not an image").decode()], "question": "x"}, 422,
      "not a readable image"),
-    (lambda im: {"images": [encode_png(Image.new("RGB", (400, 400)))], "question": "x"}, 413, "over this server's limit"),
+    (lambda im: {"images": [encode_png(Image.new("RGB", (400, 400)))], "question": "x"}, 413, "over the limit"),
     (lambda im: {"images": [encode_png(im)] * 4, "question": "x"}, 413, "4 images"),
     (lambda im: {"images": [], "question": "x"}, 422, "non-empty list"),
     (lambda im: {"images": [encode_png(im)], "question": " "}, 422, "question is empty"),
@@ -226,7 +226,7 @@ def test_decode_image_limits(tmp_path, images):
     assert decode_image("data:image/png;base64," + encode_png(images[1])).getpixel((0, 0)) == (30, 30, 220)
     with pytest.raises(InputError, match="file paths are refused"):
         decode_image(str(path))
-    with pytest.raises(InputError, match="over this server's limit"):
+    with pytest.raises(InputError, match="over the limit"):
         decode_image(encode_png(images[0]), ImageLimits(max_pixels=100))
 
 

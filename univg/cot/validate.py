@@ -25,28 +25,33 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from univg.data.images import ImageError, ImagePolicy, data_root_for, open_rgb
 from univg.data.naming import last_named_image
+from univg.errors import UserError
 from univg.schema import iou, read_jsonl_lines
 
 PARSE_REASONS = ("not_utf8", "malformed_json", "not_an_object")
 _MISSING = object()
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(UserError, RuntimeError):
     """The accepted share of a validated file is below the configured threshold."""
 
 
 # ----------------------------------------------------------------------------- entry points
 def validate_file(
-    input_path: Path, out_dir: Path, cfg: Any, image_root: Path | None = None, test_split: Path | None = None
+    input_path: Path, out_dir: Path, cfg: Any, image_root: Path | None = None, test_split: Path | None = None,
+    allow_outside_root: bool = False,
 ) -> dict[str, Any]:
-    """Validate one CoT JSONL file into `out_dir`; returns the report (also written as report.json)."""
+    """Validate one CoT JSONL file into `out_dir`; returns the report (also written as report.json).
+    Images must stay inside the data root (univg.data.images) unless `allow_outside_root`."""
     from univg.cot.expectations import reason_names, run_suite
 
     input_path, out_dir = Path(input_path), Path(out_dir)
     if not input_path.is_file():
         raise FileNotFoundError(f"{input_path}: no such file")
     base_dir = Path(image_root) if image_root else input_path.parent
+    policy = ImagePolicy(root=data_root_for(input_path, image_root), allow_outside_root=allow_outside_root)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # -- read: every non-blank line is either a record or an unparseable line with its reason
@@ -54,7 +59,7 @@ def validate_file(
 
     # -- derive the columns the expectations look at
     test_ids, test_keys = read_test_split(Path(test_split), image_root) if test_split else (set(), set())
-    frame = derive_columns([r for _, r in records], base_dir, test_ids, test_keys)
+    frame = derive_columns([r for _, r in records], base_dir, test_ids, test_keys, policy)
 
     # -- run the suite (writes the Data Docs) and map failing rows back to reasons
     failing = run_suite(frame, cfg, out_dir / "data_docs") if len(frame) else {}
@@ -89,7 +94,8 @@ def run_validate_stage(
     logged = {"validate": cfg.model_dump(mode="json"), "input": str(input_path), "test_split": str(test_split or "")}
     with stage_run("validate", params, log_params=logged) as run:
         try:
-            report = validate_file(input_path, out_dir, cfg, image_root, test_split)
+            report = validate_file(input_path, out_dir, cfg, image_root, test_split,
+                                   params.data.allow_outside_root)
         except ValidationFailed:
             _log_outputs(out_dir)
             raise
@@ -207,18 +213,20 @@ def _content_key(question: Any, images: Any, paths: _Paths) -> str | None:
     return "\x1f".join([" ".join(question.split()), *(paths.absolute(p) for p in images)])
 
 
-def check_images(paths: Iterable[str]) -> dict[str, bool]:
-    """{path: exists and decodes}, each unique file opened once, in threads (PIL decodes without the GIL)."""
+def check_images(paths: Iterable[str], policy: ImagePolicy = ImagePolicy(allow_outside_root=True)) -> dict[str, bool]:
+    """{path: usable}, each unique file opened once, in threads (PIL decodes without the GIL). Usable:
+    inside the policy's root after symlinks, within the size limits, and it decodes."""
     unique = sorted(set(paths))
+    root = Path(policy.root).resolve() if policy.root else None
 
     def readable(path: str) -> bool:
-        from PIL import Image
-
+        real = Path(path).resolve()
+        if not policy.allow_outside_root and root is not None and not real.is_relative_to(root):
+            return False
         try:
-            with Image.open(path) as image:
-                image.load()
+            open_rgb(real, policy.max_pixels)
             return True
-        except Exception:  # missing, truncated, not an image: all the same to the check
+        except ImageError:  # missing, truncated, not an image, too large: all the same to the check
             return False
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
@@ -226,12 +234,13 @@ def check_images(paths: Iterable[str]) -> dict[str, bool]:
 
 
 def derive_columns(records: list[dict[str, Any]], base_dir: Path, test_ids: set[str] = frozenset(),
-                   test_keys: set[str] = frozenset()) -> Any:
+                   test_keys: set[str] = frozenset(), policy: ImagePolicy | None = None) -> Any:
     """One row per record with the scalar columns the suite checks (None where a column does not apply)."""
     import pandas as pd
 
     paths = _Paths(base_dir)
-    readable = check_images(paths.absolute(p) for r in records for p in (_image_paths(r.get("images")) or []))
+    policy = policy or ImagePolicy(root=Path(base_dir))
+    readable = check_images((paths.absolute(p) for r in records for p in (_image_paths(r.get("images")) or [])), policy)
     columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
     for record in records:
         for name, value in _derive_row(record, paths, readable, test_ids, test_keys).items():

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -45,16 +46,22 @@ from typing import Any, TypedDict
 from PIL import Image
 
 from univg.answers import INSTRUCTIONS, parse_answer
+from univg.config import TASKS as MIG_BENCH_TASKS
+from univg.data.images import ImageError, ImagePolicy, image_problems, resolve_image
 from univg.data.naming import ORDINALS
+from univg.errors import UserError
 from univg.schema import COORD_MAX, read_jsonl_lines, record_reasons
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(UserError, ValueError):
     """An annotation file that cannot be read at all (the message names the file)."""
 
 
-class RowError(ValueError):
+class RowError(UserError, ValueError):
     """One row is malformed: it is quarantined with this message as its reason."""
+
+
+BOX_TOLERANCE = 0.05  # share of a side a box may overshoot the image and still be clamped, not refused
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class LoadedBenchmark:
     answer_format: str  # default answer format of this benchmark
     scores_image_index: bool  # False: the image index in an answer is never scored
     info: dict[str, Any] = field(default_factory=dict)
+    policy: ImagePolicy = ImagePolicy()  # where its images may be read from
 
     @property
     def total(self) -> int:
@@ -154,8 +162,10 @@ def decide_target(num_images: int, *texts: tuple[str, str]) -> tuple[int, str]:
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?")
 
 
-def four_numbers(value: Any) -> list[float]:
-    """A box given as a list of 4 numbers or a string holding exactly four numbers."""
+def four_numbers(value: Any, text_ok: bool = True) -> list[float]:
+    """A box given as a list of 4 finite numbers, or (`text_ok`) a string holding exactly four."""
+    if isinstance(value, str) and not text_ok:
+        raise RowError(f"box must be a list of 4 numbers, got the string {value[:80]!r}")
     if isinstance(value, str):
         value = [float(v) for v in _NUMBER.findall(value)]
     if isinstance(value, list | tuple) and len(value) == 1 and isinstance(value[0], list | tuple):
@@ -163,12 +173,22 @@ def four_numbers(value: Any) -> list[float]:
     numbers = isinstance(value, list | tuple) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
     if not numbers or len(value) != 4:
         raise RowError(f"box must be 4 numbers, got {str(value)[:80]}")
+    if not all(math.isfinite(v) for v in value):
+        raise RowError(f"box has a value that is not a finite number: {list(value)}")
     return [float(v) for v in value]
 
 
-def exact_box(values: list[float], scale: float) -> list[float]:
-    """Scale to 0..1000 and clamp (answers slightly outside the image exist); 6-decimal floats."""
-    box = [round(min(float(COORD_MAX), max(0.0, v * scale)), 6) for v in values]
+def exact_box(values: list[float], scale: float, meta: dict[str, Any] | None = None) -> list[float]:
+    """Scale to 0..1000; 6-decimal floats. Answers slightly outside the image exist (MIG-Bench has a
+    few just above 1): up to `BOX_TOLERANCE` of the side they are clamped, and meta["box_clamped"]
+    keeps the values before clamping; further out the row is refused."""
+    scaled = [v * scale for v in values]
+    slack = BOX_TOLERANCE * COORD_MAX
+    if not all(-slack <= v <= COORD_MAX + slack for v in scaled):
+        raise RowError(f"box out of range: {values} is outside the image (0..{COORD_MAX:g} after scaling: {scaled})")
+    box = [round(min(float(COORD_MAX), max(0.0, v)), 6) for v in scaled]
+    if meta is not None and box != [round(v, 6) for v in scaled]:
+        meta["box_clamped"] = [round(v, 6) for v in scaled]
     if not (box[0] < box[2] and box[1] < box[3]):
         raise RowError(f"box inverted or empty after conversion to 0..1000: {box}")
     return box
@@ -181,11 +201,13 @@ def int_box(exact: list[float]) -> list[int]:
     return [x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)]
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header, or RowError naming the file."""
+def image_size(path: str, base_dir: Path, policy: ImagePolicy = ImagePolicy()) -> tuple[int, int]:
+    """(width, height) from the header of a row's image (inside the data root), or RowError naming it."""
     try:
-        with Image.open(path) as image:
+        with Image.open(resolve_image(path, base_dir, policy)) as image:
             return image.size
+    except ImageError as error:
+        raise RowError(str(error)) from None
     except Exception as error:  # missing, truncated, not an image
         raise RowError(f"image size unreadable: {path} ({type(error).__name__})") from None
 
@@ -197,8 +219,9 @@ def _text_field(row: dict, *names: str) -> tuple[str, str]:
     return found, row[found].strip()
 
 
-def _path_list(value: Any, name: str) -> list[str]:
-    if isinstance(value, str):
+def _path_list(value: Any, name: str, single_ok: bool = False) -> list[str]:
+    """A field of image paths; one string is a list of one only where the format says so (`single_ok`)."""
+    if isinstance(value, str) and single_ok:
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(p, str) and p for p in value):
         raise RowError(f"'{name}' must be a non-empty list of paths")
@@ -217,6 +240,7 @@ class Context:  # what a row converter knows besides the row
     index: int
     base_dir: Path
     info: dict[str, Any]
+    policy: ImagePolicy = ImagePolicy()
 
 
 def _record(ctx: Context, row: dict, task: str, images: list[str], question: str, target: int,
@@ -255,15 +279,18 @@ def _mig_bench_survey(rows: list[Any]) -> dict[str, Any]:
 def _mig_bench(row: dict, ctx: Context) -> dict[str, Any]:
     images = _path_list(row.get("images"), "images")
     question = clean_question(_text_field(row, "question")[1])
-    values = four_numbers(row.get("answer"))
+    task = _text_field(row, "task")[1]
+    if task not in MIG_BENCH_TASKS:
+        raise RowError(f"unknown MIG-Bench task {task!r}; the benchmark has {list(MIG_BENCH_TASKS)}")
+    values = four_numbers(row.get("answer"), text_ok=False)
     unit = ctx.info["answer_coords"] == "unit"
     if unit and max(values) > 1.5:
         raise RowError(f"answer {values} is not in 0..1 like the rest of the file")
     target, rule = decide_target(len(images), ("additional_info", row.get("additional_info")), ("question", question))
     meta = {"target_rule": rule, "answer_raw": row.get("answer"), "need_format": row.get("need_format"),
             "additional_info": row.get("additional_info")}
-    box = exact_box(values, float(COORD_MAX) if unit else 1.0)
-    return _record(ctx, row, _text_field(row, "task")[1], images, question, target, box, meta)
+    box = exact_box(values, float(COORD_MAX) if unit else 1.0, meta)
+    return _record(ctx, row, task, images, question, target, box, meta)
 
 
 def _chat_turns(row: dict) -> dict:
@@ -291,7 +318,7 @@ def _univg_answer(answer: Any) -> tuple[list[float], int | None]:
 
 def _univg_r1(row: dict, ctx: Context) -> dict[str, Any]:
     row = _chat_turns(row)
-    images = _path_list(row.get("images", row.get("image")), "images")
+    images = _path_list(row["images"], "images") if "images" in row else _path_list(row.get("image"), "image", True)
     question = clean_question(_text_field(row, "question", "problem")[1])
     values, named = _univg_answer(row.get("answer", row.get("solution")))
     given = row.get("target_image")
@@ -301,13 +328,13 @@ def _univg_r1(row: dict, ctx: Context) -> dict[str, Any]:
         target, rule = given, "target_image"
     else:
         target, rule = decide_target(len(images), ("question", question))
-    return _record(ctx, row, _task(row, "univg-r1"), images, question, target, exact_box(values, 1.0),
-                   {"target_rule": rule})
+    meta: dict[str, Any] = {"target_rule": rule}
+    return _record(ctx, row, _task(row, "univg-r1"), images, question, target, exact_box(values, 1.0, meta), meta)
 
 
 def _reasoning_box(row: dict, images: list[str], target: int, video: bool, ctx: Context, meta: dict) -> list[float]:
     if "box_norm" in row:
-        return exact_box(four_numbers(row["box_norm"]), 1.0)
+        return exact_box(four_numbers(row["box_norm"]), 1.0, meta)
     raw = row.get("box", row.get("bbox", row.get("boxes")))
     for key in ("bbox_list", "boxes") if video else ():
         if isinstance(row.get(key), list) and len(row[key]) == len(images):
@@ -319,17 +346,22 @@ def _reasoning_box(row: dict, images: list[str], target: int, video: bool, ctx: 
         raise RowError("missing box ('box', 'bbox', 'boxes', 'bbox_list' or 'box_norm')")
     given = (row.get("width"), row.get("height"))
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in given)
-    width, height = given if numeric else image_size(ctx.base_dir / images[target - 1])
+    width, height = given if numeric else image_size(images[target - 1], ctx.base_dir, ctx.policy)
+    if not (width > 0 and height > 0):
+        raise RowError(f"image size must be positive, got width={width} height={height}")
     meta["image_size"] = [int(width), int(height)]
     x1, y1, x2, y2 = four_numbers(raw)
-    return exact_box([x1 / width, y1 / height, x2 / width, y2 / height], float(COORD_MAX))
+    return exact_box([x1 / width, y1 / height, x2 / width, y2 / height], float(COORD_MAX), meta)
 
 
 def _reasoning(row: dict, ctx: Context) -> dict[str, Any]:
     frames = row.get("frames", row.get("image_list"))
     video = frames is not None
-    images = _path_list(frames if video else row.get("image", row.get("image_path")), "frames" if video else "image")
-    target = int(row.get("target_frame", 3)) if video else 1
+    images = _path_list(frames if video else row.get("image", row.get("image_path")), "frames" if video else "image",
+                        single_ok=not video)
+    target = row.get("target_frame", 3) if video else 1
+    if not isinstance(target, int) or isinstance(target, bool):
+        raise RowError(f"'target_frame' must be an integer, got {target!r}")
     if not 1 <= target <= len(images):
         raise RowError(f"target_frame {target} out of range 1..{len(images)}")
     key, text = _text_field(row, "question", "instruction", "text", "query", "sent")
@@ -369,13 +401,17 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 }
 
 
-def load_benchmark(name: str, annotations: str | Path, image_root: str | Path | None = None) -> LoadedBenchmark:
-    """Read `annotations` with the loader registered as `name`; bad rows are quarantined."""
+def load_benchmark(name: str, annotations: str | Path, image_root: str | Path | None = None,
+                   allow_outside_root: bool = False, check_images: bool = True) -> LoadedBenchmark:
+    """Read `annotations` with the loader registered as `name`; bad rows are quarantined: rows
+    that break the format, and (`check_images`) rows with an image that is missing, unreadable,
+    out of limits or outside the data root (univg.data.images)."""
     if name not in BENCHMARKS:
         raise BenchmarkError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
     spec = BENCHMARKS[name]
     path = Path(annotations)
     base_dir = Path(image_root) if image_root else path.parent
+    policy = ImagePolicy(root=base_dir, allow_outside_root=allow_outside_root)  # a file from outside: its own folder
     rows = read_rows(path)
     if not rows:
         raise BenchmarkError(f"{path}: no rows")
@@ -387,7 +423,10 @@ def load_benchmark(name: str, annotations: str | Path, image_root: str | Path | 
                 raise RowError("; ".join(problems))
             if not isinstance(row, dict):
                 raise RowError(f"not a JSON object ({type(row).__name__})")
-            record = spec.convert(row, Context(name, index, base_dir, info))
+            record = spec.convert(row, Context(name, index, base_dir, info, policy))
+            unusable = image_problems(record["images"], base_dir, policy) if check_images else []
+            if unusable:
+                raise RowError("; ".join(unusable))
             if record["id"] in seen_ids:
                 raise RowError(f"duplicate id {record['id']!r}")
             seen_ids.add(record["id"])
@@ -395,4 +434,5 @@ def load_benchmark(name: str, annotations: str | Path, image_root: str | Path | 
         except (RowError, TypeError, ValueError) as error:
             task = _task(row, None) if isinstance(row, dict) else None
             quarantined.append(QuarantinedRow(index=index, reasons=problems or [str(error)], raw=raw, task=task))
-    return LoadedBenchmark(name, path, base_dir, samples, quarantined, spec.answer_format, spec.scores_image_index, info)
+    return LoadedBenchmark(name, path, base_dir, samples, quarantined, spec.answer_format, spec.scores_image_index, info,
+                           policy)

@@ -1,37 +1,144 @@
-"""Image IO shared by every stage: resolve a record's image paths and open them as RGB."""
+"""Image IO shared by every stage: find a record's images inside its data root, check them, open
+them as RGB.
+
+The rules, the same at every entry point (import, CoT, datasets, eval, serve):
+- a path is resolved against the records file's folder (or the image root the user names) and
+  must stay inside the data root after symlinks are followed: `../`, absolute paths and links that
+  leave it are refused, unless the user allows it (`allow_outside_root`);
+- the size is read from the header before any pixel is decoded: more than `MAX_IMAGE_PIXELS`
+  (a decompression bomb, or just huge), a side under `MIN_IMAGE_SIDE`, or an aspect ratio over
+  `MAX_ASPECT_RATIO` (Qwen2-VL's smart_resize refuses those) is an error naming the file;
+- every mode becomes RGB the same way: transparency over white, 16-bit and float greyscale
+  scaled to 8 bits (PIL's plain convert would clip them to white), palette and CMYK converted.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from univg.errors import UserError
 
-class ImageError(ValueError):
-    """An image that is missing or cannot be decoded; the message names the file."""
+MAX_IMAGE_PIXELS = 4096 * 4096
+MIN_IMAGE_SIDE = 4
+MAX_ASPECT_RATIO = 200
 
 
-def resolve_images(paths: Sequence[str], base_dir: str | Path) -> list[Path]:
-    """Record image paths are relative to the JSONL file's folder unless an image root is given."""
+class ImageError(UserError, ValueError):
+    """An image that is missing, unreadable, out of limits or outside the data root; the message names it."""
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """Where images may be read from and how large they may be."""
+
+    root: Path | None = None  # None: the folder each records file sits in
+    allow_outside_root: bool = False
+    max_pixels: int = MAX_IMAGE_PIXELS
+
+
+def data_root_for(records_file: str | Path, image_root: str | Path | None = None,
+                  data_root: str | Path | None = "data") -> Path:
+    """The root the images of a file written by a pipeline stage must stay in.
+
+    Stages write beside each other and point across (data/cot/train.jsonl names
+    ../mig-synth/images/...), so the root is: the image root the user names; else the project's
+    data folder when the file lies inside it; else the folder above the file's own. Files that
+    come from outside (imports, benchmarks) get the stricter root of `load_benchmark`: their own
+    folder or the image root."""
+    if image_root:
+        return Path(image_root).resolve()
+    folder = Path(records_file).resolve().parent
+    if data_root and folder.is_relative_to(Path(data_root).resolve()):
+        return Path(data_root).resolve()
+    return folder.parent
+
+
+def resolve_image(path: str, base_dir: str | Path, policy: ImagePolicy = ImagePolicy()) -> Path:
+    """`path` (relative to `base_dir`) as a real path inside the policy's root, or ImageError."""
     base = Path(base_dir)
-    return [Path(p) if Path(p).is_absolute() else base / p for p in paths]
+    root = Path(policy.root or base).resolve()
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise ImageError(f"image path must be a non-empty string: {path!r}")
+    if Path(path).is_absolute() and not policy.allow_outside_root:
+        raise ImageError(f"absolute image path refused: {path} (paths are relative to {base})")
+    real = (base / path).resolve()  # follows symlinks, so a link cannot leave the root unseen
+    if not policy.allow_outside_root and not real.is_relative_to(root):
+        raise ImageError(f"image path leaves the data root {root}: {path} (name the root with --image-root, "
+                         "or allow it with -S data.allow_outside_root=true)")
+    return real
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Open one image fully decoded in RGB, or raise ImageError naming the file."""
+def resolve_images(paths: Sequence[str], base_dir: str | Path, policy: ImagePolicy = ImagePolicy()) -> list[Path]:
+    return [resolve_image(p, base_dir, policy) for p in paths]
+
+
+def check_size(image: Image.Image, where: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Refuse an image by its header size, before its pixels are decoded."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(f"image too large: {where} is {width}x{height} = {width * height} pixels "
+                         f"(limit {max_pixels})")
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ImageError(f"image too small: {where} is {width}x{height} (each side needs >= {MIN_IMAGE_SIDE} px)")
+    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        raise ImageError(f"image too narrow: {where} is {width}x{height} (aspect ratio over {MAX_ASPECT_RATIO})")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The image in RGB, whatever its mode (see the module docstring)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        high = 65535.0 if image.mode.startswith("I;16") or (image.getextrema()[1] or 0) > 255 else 255.0
+        image = image.convert("F").point(lambda value: value * 255.0 / high).convert("L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_rgb(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open one image fully decoded in RGB, or raise ImageError naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            check_size(image, path, max_pixels)
+            return to_rgb(image)
+    except ImageError:
+        raise
     except Exception as error:  # PIL raises many types for truncated or corrupt files
         raise ImageError(f"image not decodable: {path} ({type(error).__name__}: {error})") from None
 
 
-def load_record_images(record: dict, base_dir: str | Path) -> list[Image.Image]:
-    return [open_rgb(p) for p in resolve_images(record["images"], base_dir)]
+def image_problems(paths: Sequence[str], base_dir: str | Path, policy: ImagePolicy = ImagePolicy()) -> list[str]:
+    """Every image of a record that cannot be used, each named with its problem (empty: all good)."""
+    problems = []
+    for path in paths:
+        try:
+            open_rgb(resolve_image(path, base_dir, policy), policy.max_pixels)
+        except ImageError as error:
+            problems.append(str(error))
+    return problems
+
+
+def load_record_images(record: dict, base_dir: str | Path, policy: ImagePolicy = ImagePolicy()) -> list[Image.Image]:
+    return [open_rgb(p, policy.max_pixels) for p in resolve_images(record["images"], base_dir, policy)]
+
+
+def save_png(image: Image.Image, path: str | Path) -> None:
+    """Save under a temporary name, then rename: a killed writer never leaves half a PNG."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    image.save(partial, format="PNG")
+    os.replace(partial, path)
 
 
 def rebase_images(record: dict, from_dir: str | Path, to_dir: str | Path) -> dict:
@@ -40,8 +147,6 @@ def rebase_images(record: dict, from_dir: str | Path, to_dir: str | Path) -> dic
     Every JSONL a stage writes keeps its image paths relative to its own folder, so each file is
     usable on its own (no --image-root needed between pipeline stages).
     """
-    import os
-
     rebased = []
     for rel in record["images"]:
         if Path(rel).is_absolute():

@@ -9,7 +9,7 @@ from typing import Any
 
 from univg.config import Params
 from univg.data.images import rebase_images
-from univg.schema import write_jsonl
+from univg.schema import write_jsonl, write_text_atomic
 from univg.tracking import stage_run
 
 
@@ -24,8 +24,9 @@ def run_data_stage(params: Params, out_dir: Path | None = None) -> dict[str, Any
 
             card = generate_dataset(cfg, out_dir)
         else:
-            card = import_records(cfg.source, Path(cfg.import_path), out_dir, Path(cfg.image_root) if cfg.image_root else None)
-        (out_dir / "card.json").write_text(json.dumps(card, indent=2))
+            card = import_records(cfg.source, Path(cfg.import_path), out_dir, Path(cfg.image_root) if cfg.image_root else None,
+                                  cfg.allow_outside_root)
+        write_text_atomic(out_dir / "card.json", json.dumps(card, indent=2))
         mlflow.log_dict(card, "dataset_card.json")
         if (out_dir / "README.md").exists():
             mlflow.log_artifact(str(out_dir / "README.md"))
@@ -43,7 +44,8 @@ def _split_of(record_id: str, test_share: float = 0.05) -> str:
     return "test" if bucket < test_share else "train"
 
 
-def import_records(fmt: str, path: Path, out_dir: Path, image_root: Path | None = None) -> dict[str, Any]:
+def import_records(fmt: str, path: Path, out_dir: Path, image_root: Path | None = None,
+                   allow_outside_root: bool = False) -> dict[str, Any]:
     """Convert a benchmark/training file into train/test record files plus quarantine.jsonl.
 
     Rows the loader cannot read are quarantined with their reasons, never dropped.
@@ -51,8 +53,8 @@ def import_records(fmt: str, path: Path, out_dir: Path, image_root: Path | None 
     from univg.data.benchmarks import load_benchmark
 
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such file to import")
-    loaded = load_benchmark(fmt, Path(path), image_root)
+        raise FileNotFoundError(2, "no such file to import", str(path))
+    loaded = load_benchmark(fmt, Path(path), image_root, allow_outside_root)
     source_dir = Path(image_root) if image_root else Path(path).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     splits: dict[str, list[dict]] = {"train": [], "test": []}

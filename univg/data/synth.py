@@ -63,9 +63,10 @@ from tqdm.auto import tqdm
 
 from univg.config import TASKS, DataConfig
 from univg.data.draw import render
+from univg.data.images import save_png
 from univg.data.layout import Context, Sample, scene_object
 from univg.data.scenes import BUILDERS
-from univg.schema import iou, write_jsonl
+from univg.schema import iou, write_jsonl, write_text_atomic
 
 SOURCE = "mig-synth"
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -119,7 +120,7 @@ def make_sample(cfg: DataConfig, split: str, task: str, index: int, out_dir: Pat
     for number, frame in enumerate(sample.frames, start=1):
         rel = f"images/{split}/{sample_id}_{number}.png"
         specks = clutter_specks(rng, size, cfg.clutter)
-        render(frame.objects, frame.marks, size, size, specks, cfg.position_cue).save(out_dir / rel, format="PNG")
+        save_png(render(frame.objects, frame.marks, size, size, specks, cfg.position_cue), out_dir / rel)
         paths.append(rel)
     scene = scene_dict(sample, size)
     target = scene["images"][sample.target[0] - 1]["objects"][sample.target[1]]
@@ -161,13 +162,17 @@ def generate_dataset(cfg: DataConfig, out_dir: Path | None = None, progress: boo
     """Write out_dir/{train,val,test}.jsonl, images/, card.json and README.md; return the card."""
     out_dir = Path(out_dir if out_dir is not None else cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # card.json is written last and marks a finished run: drop the old one (and the old splits)
+    # first, so a run killed half-way can never pass for a finished one.
+    for stale in ("card.json", *(f"{split}.jsonl" for split in SPLIT_IDS)):
+        (out_dir / stale).unlink(missing_ok=True)
     splits = {}
     for split in SPLIT_IDS:
         splits[split] = generate_split(cfg, split, out_dir, progress)
         write_jsonl(out_dir / f"{split}.jsonl", splits[split])
     card = dataset_card(cfg, splits)
-    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "README.md").write_text(card_markdown(card), encoding="utf-8")
+    write_text_atomic(out_dir / "README.md", card_markdown(card))
+    write_text_atomic(out_dir / "card.json", json.dumps(card, indent=2) + "\n")  # last: the run finished
     return card
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from univg.data.benchmarks import BenchmarkSample, LoadedBenchmark
-from univg.data.images import ImageError, open_rgb, resolve_images
+from univg.data.images import ImageError, ImagePolicy, open_rgb, resolve_images
 from univg.prompts import user_message
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,16 @@ _MIN_AREA = 56 * 56  # Qwen2-VL's default min_pixels: small images are scaled up
 GenerateFn = Callable[[Sequence[Sequence[dict]], Sequence[Sequence[Any]]], list[str]]
 
 
-def prompt_cost(sample: BenchmarkSample, base_dir: Path) -> float:
+def prompt_cost(sample: BenchmarkSample, base_dir: Path, policy: ImagePolicy = ImagePolicy()) -> float:
     """Rough prompt length in tokens: visual tokens from the image headers plus question words."""
     from PIL import Image
 
     tokens = len(sample.record["question"]) / 4
-    for path in resolve_images(sample.record["images"], base_dir):
+    try:
+        paths = resolve_images(sample.record["images"], base_dir, policy)
+    except ImageError:  # refused: it fails later, at load time, as an error row
+        paths = []
+    for path in paths:
         try:
             with Image.open(path) as image:  # reads the header only
                 tokens += 2 + max(image.width * image.height, _MIN_AREA) / _PATCH_AREA  # + vision start/end
@@ -46,14 +50,16 @@ def prompt_cost(sample: BenchmarkSample, base_dir: Path) -> float:
     return tokens
 
 
-def batches_by_length(samples: list[BenchmarkSample], base_dir: Path, batch_size: int) -> list[list[BenchmarkSample]]:
-    ordered = sorted(samples, key=lambda s: (-prompt_cost(s, base_dir), s.index))
+def batches_by_length(samples: list[BenchmarkSample], base_dir: Path, batch_size: int,
+                      policy: ImagePolicy = ImagePolicy()) -> list[list[BenchmarkSample]]:
+    ordered = sorted(samples, key=lambda s: (-prompt_cost(s, base_dir, policy), s.index))
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
-def load_sample(sample: BenchmarkSample, base_dir: Path, answer_format: str) -> tuple[list[dict], list[Any]]:
-    """(messages, images) of one sample; ImageError when an image is missing or corrupt."""
-    images = [open_rgb(p) for p in resolve_images(sample.record["images"], base_dir)]
+def load_sample(sample: BenchmarkSample, base_dir: Path, answer_format: str,
+                policy: ImagePolicy = ImagePolicy()) -> tuple[list[dict], list[Any]]:
+    """(messages, images) of one sample; ImageError when an image is missing, corrupt or refused."""
+    images = [open_rgb(p, policy.max_pixels) for p in resolve_images(sample.record["images"], base_dir, policy)]
     return [user_message(len(images), sample.record["question"], answer_format)], images
 
 
@@ -87,11 +93,11 @@ def generate_predictions(
     rows = [error_row(q["index"], "quarantined: " + "; ".join(q["reasons"])) for q in benchmark.quarantined]
     attempted = 0
     bar = tqdm(total=len(benchmark.samples), desc=f"eval {benchmark.name}", unit="sample", disable=not progress)
-    for batch in batches_by_length(benchmark.samples, benchmark.base_dir, batch_size):
+    for batch in batches_by_length(benchmark.samples, benchmark.base_dir, batch_size, benchmark.policy):
         ready = []
         for sample in batch:
             try:
-                ready.append((sample.index, *load_sample(sample, benchmark.base_dir, answer_format)))
+                ready.append((sample.index, *load_sample(sample, benchmark.base_dir, answer_format, benchmark.policy)))
             except ImageError as error:
                 rows.append(error_row(sample.index, str(error)))
         if ready:

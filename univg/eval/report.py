@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from univg.data.benchmarks import LoadedBenchmark
-from univg.data.images import ImageError, open_rgb, resolve_images
+from univg.data.images import ImageError, ImagePolicy, open_rgb, resolve_images
 from univg.eval.scoring import SampleScore
 from univg.schema import norm_to_pixels
 
@@ -97,10 +97,11 @@ def _draw_box(image: Image.Image, box: list[float], size: tuple[int, int], color
     ImageDraw.Draw(image).rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=color, width=3)
 
 
-def draw_sample(score: SampleScore, record: dict[str, Any], base_dir: Path) -> list[Image.Image]:
+def draw_sample(score: SampleScore, record: dict[str, Any], base_dir: Path,
+                policy: ImagePolicy = ImagePolicy()) -> list[Image.Image]:
     """The record's images, scaled for display, with GT (green) and prediction (red) drawn."""
     drawn = []
-    paths = resolve_images(record["images"], base_dir)
+    paths = resolve_images(record["images"], base_dir, policy)
     pred_on = score.pred_image if score.pred_image and 1 <= score.pred_image <= len(paths) else record["target_image"]
     for k, path in enumerate(paths, start=1):
         try:
@@ -172,7 +173,7 @@ def write_report(out_dir: Path, benchmark: LoadedBenchmark, scores: list[SampleS
     cards = []
     for score in pick_samples(scores, max_samples):
         names = []
-        for k, image in enumerate(draw_sample(score, records[score.index], benchmark.base_dir), start=1):
+        for k, image in enumerate(draw_sample(score, records[score.index], benchmark.base_dir, benchmark.policy), start=1):
             name = f"samples/{score.index:05d}_{k}.png"
             image.save(out_dir / name)
             names.append(name)

@@ -119,7 +119,8 @@ def evaluate_model(
 
     out_dir = Path(out_dir)
     # --- benchmark
-    loaded = load_benchmark(benchmark, annotations, image_root)
+    allow_outside = bool(params is not None and params.data.allow_outside_root)
+    loaded = load_benchmark(benchmark, annotations, image_root, allow_outside_root=allow_outside)
     if limit:
         loaded = loaded.head(limit)
     chosen = resolve_answer_format(loaded, answer_format or trained_answer_format(model_ref))

@@ -116,8 +116,7 @@ def target_size(record: dict[str, Any], base_dir: Path) -> tuple[int, int]:
     size = (record.get("meta") or {}).get("image_size")
     if isinstance(size, list | tuple) and len(size) == 2:
         return int(size[0]), int(size[1])
-    rel = record["images"][record["target_image"] - 1]
-    return image_size(Path(rel) if Path(rel).is_absolute() else base_dir / rel)
+    return image_size(record["images"][record["target_image"] - 1], base_dir)  # inside base_dir only
 
 
 def to_norm1000(box: list[float], coords: str, size: tuple[int, int] | None = None,
@@ -264,7 +263,9 @@ def score_file(benchmark: str, annotations: Path, predictions: Path, out: Path |
                n_bootstrap: int = 1000, seed: int = 0, min_pixels: int = QWEN25_MIN_PIXELS,
                max_pixels: int = QWEN25_MAX_PIXELS) -> dict[str, Any]:
     """`univg score`: load, score, write `out` (JSON) and `<out stem>.per_sample.jsonl` beside it."""
-    loaded = load_benchmark(benchmark, annotations, image_root)
+    # Scoring reads no pixels, so a missing image is not a reason to quarantine here: its
+    # prediction row already carries the error (a miss), and `n` counts the row either way.
+    loaded = load_benchmark(benchmark, annotations, image_root, check_images=False)
     rows, problems = read_predictions(predictions, loaded.total)
     metrics, scores = score_records(loaded, rows, answer_format, coords, n_bootstrap, seed,
                                     min_pixels=min_pixels, max_pixels=max_pixels)

@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from univg.errors import UserError
+
 MODEL_FILES = ("config.json", "adapter_config.json")
 TRAIN_INFO_FILE = "univg_train.json"  # what a training stage records beside its final model
 # Checkpoints this project builds and ships in the repository, loadable by name.
@@ -35,7 +37,7 @@ _LOGGED_MODEL = re.compile(r"^models:/m-[0-9a-f]+(/.*)?$")
 _MAX_ADAPTER_DEPTH = 4
 
 
-class ModelNotAvailable(ValueError):
+class ModelNotAvailable(UserError, ValueError):
     """A model reference that cannot be resolved to weights here; the message says what to do."""
 
 
@@ -280,12 +282,18 @@ def _has_processor_files(folder: Path) -> bool:
 
 
 def _from_pretrained(source: str | Path, dtype: Any, attn_implementation: str | None):
+    """Weights from safetensors only (a pickle can run code on load), and no code from the checkpoint
+    unless the user sets UNIVG_TRUST_REMOTE_CODE=1 for a model that needs it."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    kwargs = {"dtype": _torch_dtype(dtype)}
+    if Path(source).is_dir() and not any(Path(source).glob("*.safetensors")):
+        raise ModelNotAvailable(f"{source}: no *.safetensors weights; univg loads safetensors only "
+                                "(convert pickled .bin weights with transformers' save_pretrained)")
+    trust = os.environ.get("UNIVG_TRUST_REMOTE_CODE", "") == "1"
+    kwargs = {"dtype": _torch_dtype(dtype), "use_safetensors": True, "trust_remote_code": trust}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    processor = AutoProcessor.from_pretrained(source)
+    processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust)
     model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
     return model, processor
 

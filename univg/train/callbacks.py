@@ -41,17 +41,34 @@ class MlflowMetricsCallback(TrainerCallback):
     """Every number the Trainer logs (loss, learning_rate, grad_norm, entropy, ...) at its global step.
 
     Runs on the main process only, and only when an MLflow run is active, so a Trainer used
-    outside a stage (a notebook, a unit test) does not start stray runs.
+    outside a stage (a notebook, a unit test) does not start stray runs. Metrics go through a
+    MetricSink (univg.tracking): if the tracking server goes away, training goes on, the metrics
+    wait and are sent when it is back, or end up in <output_dir>/unsent_metrics.jsonl.
     """
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
+    SPILL_FILE = "unsent_metrics.jsonl"
+
+    def __init__(self) -> None:
+        self.sink = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
         import mlflow
 
-        metrics = numeric_logs(logs)
-        if metrics and mlflow.active_run() is not None:
-            mlflow.log_metrics(metrics, step=state.global_step)
+        from univg.tracking import MetricSink
+
+        run = mlflow.active_run()
+        if state.is_world_process_zero and run is not None and self.sink is None:
+            self.sink = MetricSink(run.info.run_id, spill_path=f"{args.output_dir}/{self.SPILL_FILE}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        metrics = numeric_logs(logs or {})
+        if self.sink is not None and metrics:
+            self.sink.log(metrics, state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -156,15 +173,18 @@ class SampleGenerationCallback(TrainerCallback):
     def _log(self, texts: list[str], step: int) -> None:
         import mlflow
 
+        from univg.tracking import best_effort
+
         if mlflow.active_run() is None:
             return
         folder = f"samples/step_{step:06d}"
         scores, records = [], []
-        for example, text in zip(self.examples, texts, strict=True):
-            panel, score = sample_panel(example, text)
-            name = re.sub(r"[^0-9A-Za-z_.-]", "_", str(example.get("id", len(records))))
-            mlflow.log_image(panel, artifact_file=f"{folder}/{name}.png")
-            scores.append(score)
-            records.append({"id": example.get("id"), "completion": text, "iou": score, "box": list(example["box"])})
-        mlflow.log_dict({"step": step, "samples": records}, f"{folder}/completions.json")
-        mlflow.log_metric("samples/mean_iou", sum(scores) / len(scores), step=step)
+        with best_effort(f"sample generations of step {step}"):
+            for example, text in zip(self.examples, texts, strict=True):
+                panel, score = sample_panel(example, text)
+                name = re.sub(r"[^0-9A-Za-z_.-]", "_", str(example.get("id", len(records))))
+                mlflow.log_image(panel, artifact_file=f"{folder}/{name}.png")
+                scores.append(score)
+                records.append({"id": example.get("id"), "completion": text, "iou": score, "box": list(example["box"])})
+            mlflow.log_dict({"step": step, "samples": records}, f"{folder}/completions.json")
+            mlflow.log_metric("samples/mean_iou", sum(scores) / len(scores), step=step)

@@ -13,17 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from univg.answers import format_completion
-from univg.data.images import load_record_images
+from univg.data.images import ImageError, ImagePolicy, data_root_for, load_record_images
 from univg.prompts import assistant_message, user_message
-from univg.schema import read_records
+from univg.schema import RecordError, read_records
 
 
 def record_to_example(
-    record: dict[str, Any], base_dir: str | Path, answer_format: str = "indexed", with_completion: bool = True
+    record: dict[str, Any], base_dir: str | Path, answer_format: str = "indexed", with_completion: bool = True,
+    policy: ImagePolicy = ImagePolicy(),
 ) -> dict[str, Any]:
     example = {
         "prompt": [user_message(len(record["images"]), record["question"], answer_format)],
-        "images": load_record_images(record, base_dir),
+        "images": load_record_images(record, base_dir, policy),
         "box": list(record["box"]),
         "target_image": int(record["target_image"]),
         "task": record["task"],
@@ -31,7 +32,7 @@ def record_to_example(
     }
     if with_completion:
         if not record.get("cot"):
-            raise ValueError(f"record {record['id']!r} has no 'cot': SFT needs validated CoT data")
+            raise RecordError(f"record {record['id']!r} has no 'cot': SFT needs validated CoT data")
         completion = format_completion(record["cot"], record["box"], record["target_image"], answer_format)
         example["completion"] = [assistant_message(completion)]
     return example
@@ -43,11 +44,20 @@ def load_examples(
     answer_format: str = "indexed",
     with_completion: bool = True,
     limit: int | None = None,
+    allow_outside_root: bool = False,
 ) -> list[dict[str, Any]]:
-    """Read a record file strictly (a bad line stops with file:line and reasons) into examples."""
+    """Read a record file strictly (a bad line stops with file:line and reasons) into examples.
+    Images must stay inside the data root (univg.data.images) unless `allow_outside_root`."""
     path = Path(path)
     base_dir = Path(image_root) if image_root else path.parent
+    policy = ImagePolicy(root=data_root_for(path, image_root), allow_outside_root=allow_outside_root)
     records = read_records(path)
     if limit is not None:
         records = records[:limit]
-    return [record_to_example(r, base_dir, answer_format, with_completion) for r in records]
+    examples = []
+    for number, record in enumerate(records, start=1):
+        try:
+            examples.append(record_to_example(record, base_dir, answer_format, with_completion, policy))
+        except ImageError as error:
+            raise ImageError(f"{path}:{number} (id {record['id']!r}): {error}") from None
+    return examples

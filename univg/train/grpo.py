@@ -21,6 +21,7 @@ from typing import Any
 
 from univg.config import GRPOProfile, Params
 from univg.models.loading import parameter_counts
+from univg.schema import RecordError
 from univg.train.common import (
     build_training_kwargs,
     checkpoint_step,
@@ -92,15 +93,16 @@ def build_grpo_args(profile: GRPOProfile, out_dir: str | Path, max_steps: int | 
 
 
 # ----------------------------------------------------------------------------- helpers
-def load_prompts(train_file: Path, image_root: Path | None, answer_format: str):
+def load_prompts(train_file: Path, image_root: Path | None, answer_format: str, allow_outside_root: bool = False):
     """Records -> a datasets.Dataset of GRPO prompts (images + question; box/target_image for rewards)."""
     from datasets import Dataset
 
     from univg.train.examples import load_examples
 
-    examples = load_examples(train_file, image_root, answer_format=answer_format, with_completion=False)
+    examples = load_examples(train_file, image_root, answer_format=answer_format, with_completion=False,
+                             allow_outside_root=allow_outside_root)
     if not examples:
-        raise ValueError(f"{train_file}: no records to train on")
+        raise RecordError(f"{train_file}: no records to train on")
     return Dataset.from_list(examples)
 
 
@@ -151,8 +153,8 @@ def train_grpo(
         import mlflow
 
         # --- load data: prompts with image placeholders; box / target_image feed the rewards
-        log_jsonl_input(train_file, name="grpo-train", context="training")
-        dataset = load_prompts(train_file, image_root, answer_format)
+        dataset = load_prompts(train_file, image_root, answer_format, params.data.allow_outside_root)
+        log_jsonl_input(train_file, name="grpo-train", context="training")  # after the strict read above
 
         # --- load model (after the arguments: under ZeRO-3 they must exist before from_pretrained)
         args = build_grpo_args(profile, out_dir, max_steps)

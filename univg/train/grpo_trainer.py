@@ -26,6 +26,7 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
+from univg.tracking import best_effort
 from univg.train.weighting import EASY_IOU, WEIGHTING_MODES, difficulty_weights, group_mean_iou, process_slice
 
 HISTORY_FILE = "difficulty_history.json"
@@ -201,21 +202,23 @@ class DifficultyReportCallback(TrainerCallback):
         if self.sample_every_steps and state.global_step % self.sample_every_steps == 0:
             mlflow = self._active_mlflow()
             if mlflow is not None and state.is_world_process_zero:
-                self.log_samples(mlflow, state.global_step)
+                with best_effort(f"GRPO samples of step {state.global_step}"):
+                    self.log_samples(mlflow, state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):
         mlflow = self._active_mlflow()
         if mlflow is None or not state.is_world_process_zero or self.trainer is None:
             return
         history = self.trainer.difficulty_history
-        if history:
-            import matplotlib.pyplot as plt
+        with best_effort("the GRPO difficulty report"):
+            if history:
+                import matplotlib.pyplot as plt
 
-            figure = difficulty_figure(history)
-            mlflow.log_figure(figure, "grpo/difficulty_histogram.png")
-            plt.close(figure)
-            mlflow.log_dict({"easy_iou": EASY_IOU, "history": history}, "grpo/group_mean_iou.json")
-        self.log_samples(mlflow, state.global_step)
+                figure = difficulty_figure(history)
+                mlflow.log_figure(figure, "grpo/difficulty_histogram.png")
+                plt.close(figure)
+                mlflow.log_dict({"easy_iou": EASY_IOU, "history": history}, "grpo/group_mean_iou.json")
+            self.log_samples(mlflow, state.global_step)
 
     def log_samples(self, mlflow, step: int) -> None:
         """Ground truth green, parsed answer red, on each kept rollout's target image."""

@@ -184,10 +184,11 @@ def train_sft(
     with stage_run("sft", params, log_params=run_params) if tracking else contextlib.nullcontext():
         import mlflow
 
-        # --- load data
+        # --- load data (read strictly first: a bad line stops here with file:line, before anything is logged)
+        examples = load_examples(train_file, image_root, answer_format,
+                                 allow_outside_root=params.data.allow_outside_root)
         if tracking:
             log_jsonl_input(train_file, name="sft-train", context="training")
-        examples = load_examples(train_file, image_root, answer_format)
 
         # --- load model (after the arguments: under ZeRO-3 they must exist before from_pretrained)
         args = build_sft_args(profile, out_dir, max_steps)
