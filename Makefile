@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-all lint clean
+.PHONY: install run test test-all lint mutation clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (univg needs Python 3.11)"; exit 1; }
@@ -38,7 +38,10 @@ test-all: install ## Everything, slow tests included
 	$(BIN)/pytest -q -m ''
 
 lint: install
-	$(BIN)/ruff check univg flows tests benchmarks
+	$(BIN)/ruff check univg flows tests benchmarks tools
+
+mutation: install ## Mutation testing of the contract modules (cached in mutants/; see docs/testing.md)
+	$(BIN)/python tools/mutation.py
 
 clean:
 	rm -rf data models eval metrics plots mlruns.db mlartifacts

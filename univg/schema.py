@@ -127,24 +127,6 @@ def box_reasons(box: Any) -> list[str]:
     return reasons
 
 
-def image_reasons(paths: Sequence[str], base_dir: str | Path) -> list[str]:
-    """Missing or undecodable images, each named."""
-    from PIL import Image
-
-    reasons = []
-    for rel in paths:
-        path = Path(base_dir) / rel
-        if not path.is_file():
-            reasons.append(f"image not found: {rel}")
-            continue
-        try:
-            with Image.open(path) as image:
-                image.load()
-        except Exception as error:  # PIL raises many types for corrupt files
-            reasons.append(f"image not decodable: {rel} ({type(error).__name__})")
-    return reasons
-
-
 @dataclass
 class JsonlLine:
     """One line of a JSONL file: its number, raw text, parsed object (if any) and problems."""

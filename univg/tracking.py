@@ -15,15 +15,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import queue
 import subprocess
 import tempfile
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 PARENT_RUN_ENV = "UNIVG_PARENT_RUN_ID"
 FINGERPRINT_TAG = "univg.checkpoint_fingerprint"
 
@@ -233,15 +238,13 @@ class MetricSink:
     never stalls or kills training.
 
     A batch that fails stays queued and is sent again with backoff (1 s doubling to 30 s), in
-    step order, once the server answers; the first failure logs one warning. `close()` waits up
+    step order, once the server answers. A send that fails, or takes over SLOW_S seconds (MLflow's
+    client retries for minutes), logs one warning; the recovery logs another. `close()` waits up
     to `flush_timeout_s` for the queue to drain, then writes what is still unsent to
     `spill_path` (JSONL: key, value, step, timestamp) and says so, so no number is lost.
     """
 
     def __init__(self, run_id: str, spill_path: str | Path | None = None, flush_timeout_s: float = 60.0):
-        import queue
-        import threading
-
         self.run_id, self.spill_path, self.flush_timeout_s = run_id, spill_path, flush_timeout_s
         self.unsent: list[Any] = []  # mlflow Metric entities, oldest first
         self.failures = 0
@@ -254,8 +257,6 @@ class MetricSink:
         self._thread.start()
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
@@ -267,19 +268,13 @@ class MetricSink:
     SLOW_S = 5.0  # a send that takes longer than this gets a warning (MLflow's client retries for minutes)
 
     def _warn(self, why: str) -> None:
-        import logging
-
         if not self.warned:
             self.warned = True
-            logging.getLogger(__name__).warning(
+            log.warning(
                 "MLflow is not answering (%s); training goes on and metrics are kept to be sent when it is back",
                 why)
 
     def _send_forever(self) -> None:
-        import logging
-        import queue
-        import time
-
         from mlflow import MlflowClient
 
         client, delay = MlflowClient(), 1.0
@@ -302,7 +297,7 @@ class MetricSink:
                 with self._lock:
                     del self.unsent[: len(pending)]
                 if self.warned:
-                    logging.getLogger(__name__).warning("MLflow answers again; %d queued metrics sent", len(pending))
+                    log.warning("MLflow answers again; %d queued metrics sent", len(pending))
                     self.warned = False
                 delay = 1.0
             except Exception as error:  # any transport or server error: keep the metrics, try again later
@@ -316,9 +311,6 @@ class MetricSink:
 
     def close(self) -> int:
         """Flush (bounded by flush_timeout_s); returns how many metrics could not be sent."""
-        import logging
-
-        import time
 
         self._closing.set()
         deadline = time.monotonic() + self.flush_timeout_s
@@ -337,7 +329,7 @@ class MetricSink:
             Path(self.spill_path).parent.mkdir(parents=True, exist_ok=True)
             with open(self.spill_path, "a", encoding="utf-8") as handle:
                 handle.write("\n".join(rows) + "\n")
-            logging.getLogger(__name__).warning(
+            log.warning(
                 "%d metrics could not reach MLflow; they are in %s (replay: univg.tracking.replay_metrics)",
                 len(unsent), self.spill_path)
         return len(unsent)
@@ -358,10 +350,8 @@ def replay_metrics(spill_path: str | Path, run_id: str) -> int:
 @contextlib.contextmanager
 def best_effort(what: str) -> Iterator[None]:
     """For optional logging during training (sample panels, histograms): a failure is a warning."""
-    import logging
-
     try:
         yield
     except Exception as error:  # the tracking server is down or refuses: training matters more
-        logging.getLogger(__name__).warning("could not log %s to MLflow (%s: %s); training goes on", what,
-                                            type(error).__name__, str(error)[:200])
+        log.warning("could not log %s to MLflow (%s: %s); training goes on", what, type(error).__name__,
+                    str(error)[:200])

@@ -90,3 +90,31 @@ def test_unknown_format_is_refused_everywhere_with_one_message():
                  lambda: is_strict_format("x", "json")):
         with pytest.raises(ValueError, match="unknown answer format 'json'; choose from"):
             call()
+
+
+# ----------------------------------------------------------------------------- pinned by mutation testing
+@pytest.mark.parametrize("completion, text", [
+    ({"role": "assistant", "content": "<answer>(1,2),(3,4)</answer>"}, "<answer>(1,2),(3,4)</answer>"),
+    ({"role": "assistant"}, ""),  # a message without content is empty text, not "None"
+    ([{"type": "text"}, {"type": "text", "text": "a"}, "b", {"content": "c"}, 5], "abc"),  # parts joined as is
+    (["the content"], "the content"),  # a plain string part is text even if it says "content"
+    (None, ""),
+    (42, "42"),
+])
+def test_completion_text_reads_every_shape_trl_passes(completion, text):
+    assert completion_text(completion) == text
+
+
+def test_parsing_is_strict_by_default():
+    """Rewards call the parser without arguments: untagged text must not earn a box there."""
+    from univg.answers import answer_span
+
+    assert parse_answer("(1,2),(3,4)") is None and answer_span("(1,2),(3,4)") is None
+
+
+def test_the_answer_span_ends_at_its_own_closing_tag():
+    from univg.answers import answer_span
+
+    assert answer_span("<think>a</think>rest", allow_untagged=True) == "rest"  # the think block is removed
+    assert parse_answer("</answer><answer>(1,2),(3,4)</answer>").box == (1, 2, 3, 4)  # a stray close before it
+    assert parse_answer("<answer>none</answer> later (5,6),(7,8)</answer>") is None  # the first close ends it

@@ -57,12 +57,14 @@ def test_read_jsonl_reports_bad_lines_with_numbers(tmp_path):
         schema.read_records(path)
 
 
-def test_image_reasons_missing_and_corrupt(tmp_path):
+def test_image_problems_missing_and_corrupt(tmp_path):
     from PIL import Image
+
+    from univg.data.images import image_problems
 
     Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
-    reasons = schema.image_reasons(["ok.png", "bad.png", "gone.png"], tmp_path)
+    reasons = image_problems(["ok.png", "bad.png", "gone.png"], tmp_path)
     assert reasons[0].startswith("image not decodable: bad.png")
     assert reasons[1] == "image not found: gone.png"
 

@@ -10,6 +10,7 @@ from cot_helpers import good_record, read_jsonl, write_lines
 from univg.config import CotConfig, Params, ValidateConfig
 from univg.cot.generate import failed_path, generate_cot, run_cot_stage
 from univg.cot.validate import ValidationFailed, run_validate_stage, validate_file
+from univg.data.images import ImagePolicy
 from univg.data.naming import last_named_image
 
 
@@ -32,7 +33,7 @@ def test_rule_teacher_end_to_end_on_mig_synth(synth_dir, tmp_path):
     # Everything the rule teacher writes passes validation, and no test record leaks in.
     # synth_dir is a session folder beside this test's: outside the data root of tmp_path/cot
     report = validate_file(out, tmp_path / "validated", ValidateConfig(), test_split=synth_dir / "test.jsonl",
-                           allow_outside_root=True)
+                           policy=ImagePolicy(allow_outside_root=True))
     assert report["accepted"] == len(rows) and report["rejected"] == 0
     # The test split itself, checked against itself, is all leakage.
     leak = validate_file(synth_dir / "test.jsonl", tmp_path / "leak", ValidateConfig(min_accept_fraction=0.0),

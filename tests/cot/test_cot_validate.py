@@ -12,6 +12,7 @@ from cot_helpers import good_record, read_jsonl, write_lines
 from univg.config import ValidateConfig
 from univg.cot.expectations import reason_names
 from univg.cot.validate import PARSE_REASONS, ValidationFailed, validate_file
+from univg.data.images import ImagePolicy
 
 LONG_CHAIN = "Image 1 shows many shapes. " * 80 + "So the answer is in image 2."
 
@@ -36,6 +37,7 @@ CASES = [
     ("image_missing", {"images": ["img/a.png", "img/nowhere.png"]}, "image_unreadable"),
     ("image_corrupt", {"images": ["img/broken.png", "img/b.png"]}, "image_unreadable"),
     ("box_over_1000", {"box": [0, 0, 1200, 500]}, "box_out_of_range"),
+    ("box_astronomical", {"box": [0, 0, 10**30, 500]}, "box_out_of_range"),  # beyond int64: clipped, still refused
     ("box_negative", {"box": [-5, 0, 100, 500]}, "box_out_of_range"),
     ("box_x_inverted", {"box": [300, 100, 100, 200]}, "box_inverted"),
     ("box_y_empty", {"box": [100, 200, 300, 200]}, "box_inverted"),
@@ -77,6 +79,8 @@ GOOD = [
     ("teacher_box_close", {"meta": {"cot": {"answer_box": [102, 121, 300, 338], "answer_image": 2}}}),
     ("first_of_duplicate", {"id": "dup-a", "question": "Q-dup"}),
     ("first_of_id", {"id": "same-id", "question": "Q-id-a"}),
+    ("meta_null", {"meta": None}),  # optional fields may be null
+    ("box_far_corner", {"box": [200, 300, 900, 950]}),
 ]
 LINES = [
     ("malformed", '{"id": "x", "task": ', "malformed_json"),
@@ -116,6 +120,24 @@ def validated(tmp_path_factory):
     report = validate_file(source, root / "out", ValidateConfig(min_accept_fraction=0.0), test_split=root / "test.jsonl")
     return {"root": root, "report": report, "accepted": read_jsonl(root / "out" / "accepted.jsonl"),
             "rejected": read_jsonl(root / "out" / "rejected.jsonl"), "n_lines": len(rows)}
+
+
+def test_every_case_at_once(validated):
+    """All the module's expectations in one test, first in the file: mutation testing attributes a
+    module fixture's work to the first test that uses it, so this one must see everything."""
+    for name, change, reason in CASES:
+        row = _row(name, change)
+        found = [r for r in validated["rejected"] if r.get("id") == row.get("id") and r.get("question") == row.get("question")]
+        assert len(found) == 1 and reason in found[0]["reasons"], name
+        assert set(found[0]["reasons"]) <= {reason} | ALSO.get(name, set()), name
+    assert sorted(r["id"] for r in validated["accepted"]) == sorted(
+        _row(name, change)["id"] for name, change in GOOD)
+    lines = sorted((r["line"], r["reasons"]) for r in validated["rejected"] if "line" in r)
+    first = len(GOOD) + len(CASES) + 1
+    assert lines == [(first + i, [reason]) for i, (_, _, reason) in enumerate(LINES)]
+    report = validated["report"]
+    assert (report["total"], report["accepted"], report["rejected"]) == (
+        validated["n_lines"], len(GOOD), len(CASES) + len(LINES))
 
 
 def _rejected_by_id(validated) -> dict:
@@ -233,3 +255,30 @@ def test_image_root_is_used_instead_of_the_file_folder(images, tmp_path):
     assert Path(tmp_path / "out" / record["images"][0]).resolve() == (images / "img" / "a.png").resolve()
     report = validate_file(elsewhere, tmp_path / "out2", ValidateConfig(min_accept_fraction=0.0))
     assert report["by_expectation"]["image_unreadable"] == 1
+
+
+# ----------------------------------------------------------------------------- pinned by mutation testing
+def test_leaks_are_found_through_the_image_root_too(images, tmp_path):
+    """A test split and a CoT file in different folders, both naming images under one image root."""
+    split = write_lines(tmp_path / "split" / "test.jsonl", [good_record(id="held", question="Which one?  Find it.")])
+    cot = write_lines(tmp_path / "work" / "cot.jsonl", [good_record(id="mine", question="Which one? Find it.")])
+    report = validate_file(cot, tmp_path / "out", ValidateConfig(min_accept_fraction=0.0), image_root=images,
+                           test_split=split)
+    assert report["by_expectation"]["in_test_split"] == 1  # same question (up to spacing) and images
+    with pytest.raises(FileNotFoundError, match="test split not found"):
+        validate_file(cot, tmp_path / "out2", ValidateConfig(), image_root=images, test_split=tmp_path / "none.jsonl")
+
+
+def test_top_reasons_lists_the_commonest_first_with_counts():
+    from univg.cot.validate import _top_reasons
+
+    assert _top_reasons({"a": 1, "b": 3, "c": 0, "d": 2, "e": 1}) == "b (3), d (2), a (1)"
+    assert _top_reasons({"a": 0}) == "none"
+
+
+def test_absolute_image_paths_are_kept_as_they_are(images, tmp_path):
+    absolute = [str((images / "img" / name).resolve()) for name in ("a.png", "b.png")]
+    cot = write_lines(tmp_path / "cot.jsonl", [good_record(images=absolute)])
+    report = validate_file(cot, tmp_path / "out", ValidateConfig(min_accept_fraction=0.0),
+                           policy=ImagePolicy(allow_outside_root=True))
+    assert report["accepted"] == 1 and read_jsonl(tmp_path / "out" / "accepted.jsonl")[0]["images"] == absolute

@@ -12,8 +12,9 @@ from PIL import Image
 
 from univg.config import TASKS, DataConfig
 from univg.data.draw import PALETTE, SHAPES
+from univg.data.images import image_problems
 from univg.data.synth import generate_dataset, generate_split
-from univg.schema import image_reasons, read_records, record_reasons
+from univg.schema import read_records, record_reasons
 
 SPLITS = ("train", "val", "test")
 
@@ -115,7 +116,7 @@ def test_records_are_valid_and_images_load(small_dataset, small_cfg):
     for split, records in load_splits(folder).items():
         for record in records:
             assert record_reasons(record) == [], record["id"]
-            assert image_reasons(record["images"], folder) == [], record["id"]
+            assert image_problems(record["images"], folder) == [], record["id"]
             assert record["source"] == "mig-synth"
             assert 2 <= len(record["images"]) <= small_cfg.max_images
             assert all(p.startswith(f"images/{split}/{record['id']}_") for p in record["images"])

@@ -9,6 +9,7 @@ import pytest
 from eval_helpers import synth_record, write_lines
 
 from univg.data.benchmarks import load_benchmark
+from univg.data.images import ImagePolicy
 from univg.eval.inference import batches_by_length, generate_predictions, model_generate, prompt_cost
 from univg.eval.run import evaluate_model, run_eval_stage
 
@@ -45,7 +46,8 @@ def test_a_failing_batch_is_retried_sample_by_sample(tmp_path, fixtures):
     images = [str(fixtures / "images" / "a.png"), str(fixtures / "images" / "b.png")]  # absolute paths
     records = [synth_record(i, images=images) for i in range(3)]
     records[1]["question"] = "poison"
-    bench = load_benchmark("mig-synth", write_lines(tmp_path / "batch.jsonl", records), allow_outside_root=True)
+    bench = load_benchmark("mig-synth", write_lines(tmp_path / "batch.jsonl", records),
+                           policy=ImagePolicy(allow_outside_root=True))
     rows = generate_predictions(echo_generator([], fail_on="poison"), bench, "indexed", batch_size=3, progress=False)
     assert [("error" in r) for r in rows] == [False, True, False]
     assert "generation failed" in rows[1]["error"]

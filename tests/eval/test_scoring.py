@@ -246,3 +246,131 @@ def test_quarantined_rows_are_json_ready(tmp_path, fixtures):
     loaded = load_benchmark("mig-synth", fixtures / "mig_synth.jsonl")  # row 3's image is corrupt
     assert write_jsonl(tmp_path / "q.jsonl", loaded.quarantined) == 3
     assert [json.loads(line)["index"] for line in (tmp_path / "q.jsonl").read_text().splitlines()] == [3, 4, 5]
+
+
+# ----------------------------------------------------------------------------- pinned by mutation testing
+def _bench(tmp_path, rows, name="mig-synth"):
+    from univg.data.benchmarks import load_benchmark
+
+    return load_benchmark(name, write_lines(tmp_path / "bench.jsonl", rows), check_images=False)
+
+
+def test_prediction_problems_name_each_line_exactly(tmp_path):
+    from univg.eval.scoring import read_predictions
+
+    path = write_lines(tmp_path / "p.jsonl", [
+        "{broken", [1], {"response": "x"}, {"index": -1}, {"index": 2}, {"index": 0, "response": "a"},
+        {"index": 0, "response": "b"}, {"index": 1}, {"index": 1, "error": "boom"}])
+    rows, problems = read_predictions(path, total=2)
+    assert problems[0].startswith("p.jsonl:1: malformed JSON")
+    assert problems[1:] == ["p.jsonl:2: no integer 'index'", "p.jsonl:3: no integer 'index'",
+                            "p.jsonl:4: index -1 outside 0..1", "p.jsonl:5: index 2 outside 0..1",
+                            "p.jsonl:7: duplicate index 0 (the first one is scored)",
+                            "p.jsonl:8: no 'response' (scored as an empty answer)",
+                            "p.jsonl:9: duplicate index 1 (the first one is scored)"]
+    assert rows == {0: {"index": 0, "response": "a"}, 1: {"index": 1}}
+    error_only = write_lines(tmp_path / "e.jsonl", [{"index": 0, "error": "boom"}])
+    assert read_predictions(error_only, total=1)[1] == []  # an error row needs no response
+
+
+def test_each_status_and_what_a_row_keeps(tmp_path):
+    from univg.eval.scoring import score_records
+
+    rows = [synth_record(i) for i in range(4)] + [{"id": "bad", "task": "diff", "box": [5, 5, 1, 1]}]
+    predictions = {0: {"index": 0, "response": "<answer>Image-2: (100,100),(300,300)</answer>"},
+                   1: {"index": 1}, 2: {"index": 2, "error": "boom"},
+                   4: {"index": 4, "response": "late"}}
+    metrics, scores = score_records(_bench(tmp_path, rows), predictions, n_bootstrap=0)
+    assert [s.status for s in scores] == ["scored", "no_box", "error", "missing", "quarantined"]
+    assert scores[1].response == "" and scores[2].error == "boom"
+    assert scores[4].response == "late" and scores[4].id == "row-4" and "; " in scores[4].error
+    assert (metrics["errors"], metrics["missing"], metrics["quarantined"]) == (1, 1, 1)
+    assert metrics["benchmark"] == "mig-synth" and metrics["coords"] == "norm1000"
+    assert metrics["answer_format"] == "indexed" and metrics["image_index_scored"] is True
+    r1, _ = score_records(_bench(tmp_path, rows), predictions, answer_format="univg-r1", n_bootstrap=0)
+    assert r1["image_index_scored"] is False
+
+
+def test_an_iou_of_exactly_one_half_is_a_hit_everywhere(tmp_path):
+    from univg.eval.scoring import score_records
+
+    predictions = {0: {"index": 0, "response": "<answer>Image-2: (100,100),(200,300)</answer>"}}
+    metrics, scores = score_records(_bench(tmp_path, [synth_record(0)]), predictions, n_bootstrap=10)
+    assert scores[0].iou == pytest.approx(0.5) and scores[0].hit(0.5) and scores[0].to_row()["hit@0.5"]
+    assert metrics["acc@0.5"] == 1.0 and metrics["ci95"]["acc@0.5"] == [1.0, 1.0]
+
+
+def test_defaults_and_seed_reach_the_intervals(tmp_path):
+    from univg.eval.scoring import bootstrap_block, score_records, score_samples
+    from univg.eval.stats import bootstrap_ci, stratified_bootstrap_mean_of_means
+
+    rows = [synth_record(i, task=("diff" if i % 2 else "common_object")) for i in range(12)]
+    predictions = {i: {"index": i, "response": f"<answer>Image-2: (100,100),(300,{300 - 15 * i})</answer>"}
+                   for i in range(12)}  # IoUs from 1.0 down: continuous, so every seed moves the interval
+    bench = _bench(tmp_path, rows)
+    default, scores = score_records(bench, predictions)
+    assert default == score_records(bench, predictions, coords="norm1000", n_bootstrap=1000, seed=0)[0]
+    assert default["ci95"] != score_records(bench, predictions, seed=1)[0]["ci95"]
+    assert [s.to_row() for s in score_samples(bench, predictions)] == [s.to_row() for s in scores]
+    hits = [s.iou for s in scores]
+    block = bootstrap_block(scores, 200, 7)
+    assert block["miou"] == list(bootstrap_ci(hits, 200, 7))
+    assert block["acc@0.7"] == list(bootstrap_ci([h >= 0.7 for h in hits], 200, 7))
+    groups = {"common_object": [float(s.hit()) for s in scores if s.task == "common_object"],
+              "diff": [float(s.hit()) for s in scores if s.task == "diff"]}
+    assert block["avg"] == list(stratified_bootstrap_mean_of_means(groups, 200, 7))
+    assert "ci95" in score_records(bench, predictions, n_bootstrap=1)[0]
+
+
+def test_summarize_edges():
+    from univg.eval.scoring import SampleScore, summarize
+
+    with pytest.raises(ValueError, match="nothing to score"):
+        summarize([])
+    assert summarize([SampleScore(0, "row-0", None, "quarantined")], n_bootstrap=0)["avg"] == 0.0
+
+
+def test_score_file_writes_readable_json_in_a_new_folder_and_caps_examples(tmp_path):
+    annotations = write_lines(tmp_path / "ann.jsonl", [synth_record(0)])
+    predictions = write_lines(tmp_path / "p.jsonl", ["{broken"] * 25)
+    out = tmp_path / "new" / "deeper" / "metrics.json"
+    metrics = score_file("mig-synth", annotations, predictions, out, n_bootstrap=0)
+    assert metrics["prediction_problems"]["count"] == 25 and len(metrics["prediction_problems"]["examples"]) == 20
+    assert out.read_text().startswith('{\n  "') and json.loads(out.read_text()) == metrics
+
+
+def test_pixel_boxes_read_the_image_size_under_the_image_root(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (200, 100)).save(images / "b.png")
+    Image.new("RGB", (200, 100)).save(images / "a.png")
+    annotations = write_lines(tmp_path / "ann" / "a.jsonl", [synth_record(0)])  # images a.png, b.png
+    predictions = write_lines(tmp_path / "p.jsonl", [{"index": 0, "response": "<answer>Image-2: (20,10),(60,30)</answer>"}])
+    metrics = score_file("mig-synth", annotations, predictions, image_root=images, coords="pixels", n_bootstrap=0)
+    assert metrics["miou"] == pytest.approx(1.0)
+
+
+def test_pixel_sizes_from_meta_need_no_folder():
+    from univg.data.benchmarks import BenchmarkSample
+    from univg.eval.scoring import score_sample
+
+    record = synth_record(0, meta={"image_size": [200, 100]})
+    prediction = {"index": 0, "response": "<answer>Image-2: (20,10),(60,30)</answer>"}
+    assert score_sample(BenchmarkSample(0, record), prediction, True, "pixels").iou == pytest.approx(1.0)
+    assert score_sample(BenchmarkSample(0, record), prediction, True).status == "scored"  # norm1000 by default
+
+
+def test_qwen25_limits_reach_smart_resize():
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    small, large = (100, 50), (4000, 3000)
+    height, width = smart_resize(50, 100, factor=28, min_pixels=200 * 200, max_pixels=12_845_056)
+    assert to_norm1000([0, 0, width, height], "qwen25", small, min_pixels=200 * 200) == [0, 0, 1000, 1000]
+    height, width = smart_resize(3000, 4000, factor=28, min_pixels=3136, max_pixels=500 * 500)
+    assert to_norm1000([0, 0, width, height], "qwen25", large, max_pixels=500 * 500) == [0, 0, 1000, 1000]
+    with pytest.raises(ValueError, match="needs the target image size"):
+        to_norm1000([0, 0, 1, 1], "pixels")
+    with pytest.raises(ValueError, match=r"unknown coords 'inches'; choose from \['norm1000'"):
+        to_norm1000([0, 0, 1, 1], "inches", (10, 10))

@@ -68,3 +68,54 @@ def test_large_inputs_are_chunked_with_the_same_result_shape():
     values = hits(50_000, 0.5, seed=9)
     lo, hi = bootstrap_ci(values, n=200, seed=0)
     assert lo < values.mean() < hi and hi - lo < 0.02
+
+
+# ----------------------------------------------------------------------------- pinned by mutation testing
+def _reference_interval(values, n, seed, confidence=0.95):
+    """The documented method, written out: n resamples from one seeded generator, percentiles."""
+    values = np.asarray(values, dtype=float)
+    picks = np.random.default_rng(seed).integers(0, len(values), size=(n, len(values)))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(values[picks].mean(axis=1), [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def test_the_interval_is_the_documented_percentile_bootstrap():
+    values = [0.1, 0.9, 0.4, 0.4, 1.0, 0.0, 0.7]
+    assert bootstrap_ci(values, n=300, seed=5) == _reference_interval(values, 300, 5)
+    assert bootstrap_ci(values, n=300, seed=5, confidence=0.8) == _reference_interval(values, 300, 5, 0.8)
+    assert bootstrap_ci(values) == _reference_interval(values, 1000, 0)  # defaults: 1000 resamples, seed 0
+
+
+def test_chunked_resampling_draws_the_same_stream(monkeypatch):
+    import univg.eval.stats as stats
+
+    values = [0.0, 1.0, 1.0, 0.0, 1.0]
+    whole = bootstrap_ci(values, n=101, seed=2)
+    monkeypatch.setattr(stats, "_CHUNK_CELLS", 12)  # two rows of five per chunk: 51 chunks
+    assert bootstrap_ci(values, n=101, seed=2) == whole == _reference_interval(values, 101, 2)
+
+
+def test_paired_bootstrap_takes_booleans_defaults_and_names_its_fields():
+    a, b = [True, True, False, True], [False, True, False, False]
+    result = paired_bootstrap(a, b)
+    assert result == paired_bootstrap([1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0], n=1000, seed=0)
+    assert result["delta"] == 0.5 and result["n"] == 4 and result["confidence"] == 0.95
+    assert result["ci95"] == list(_reference_interval(np.array(a, float) - np.array(b, float), 1000, 0))
+    empty = paired_bootstrap([], [], confidence=0.9)
+    assert set(empty) == {"delta", "ci95", "n", "confidence", "p_le_0"} and empty["confidence"] == 0.9
+    with pytest.raises(ValueError, match="equal length"):
+        paired_bootstrap([1.0], [1.0, 0.0])
+
+
+def test_stratified_interval_skips_empty_groups_keeps_single_ones_and_is_seeded():
+    groups = {"a": [1.0, 0.0, 1.0], "b": [0.0], "c": []}
+    low, high = stratified_bootstrap_mean_of_means(groups, n=200, seed=4)
+    assert (low, high) == stratified_bootstrap_mean_of_means({"a": [1.0, 0.0, 1.0], "b": [0.0]}, n=200, seed=4)
+    assert high <= 0.5  # group b (always 0) pulls the mean of means to at most (1 + 0) / 2
+    assert stratified_bootstrap_mean_of_means(groups) == stratified_bootstrap_mean_of_means(groups, n=1000, seed=0)
+    rng = np.random.default_rng(4)
+    a_means = np.asarray(groups["a"])[rng.integers(0, 3, size=(200, 3))].mean(axis=1)
+    b_means = np.asarray(groups["b"])[rng.integers(0, 1, size=(200, 1))].mean(axis=1)
+    expected = np.percentile((a_means + b_means) / 2, [2.5, 97.5])
+    assert (low, high) == (float(expected[0]), float(expected[1]))

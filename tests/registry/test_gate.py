@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -114,3 +115,48 @@ def test_best_candidate_is_the_highest_scoring_trained_model():
     assert best_candidate({"sft": {"acc@0.5": 0.25}}, ["sft", "grpo"])[0] == "sft"  # grpo not evaluated
     chosen, why = best_candidate({}, ["sft", "grpo"])
     assert chosen == "grpo" and "no Acc@0.5" in why
+
+
+# ----------------------------------------------------------------------------- pinned by mutation testing
+def test_no_shared_records_is_a_plain_no():
+    decision = decide([], [])
+    assert decision.promote is False and math.isnan(decision.delta) and all(math.isnan(v) for v in decision.ci)
+    assert decision.reason == "no shared records to compare" and decision.n == 0
+
+
+def test_the_interval_is_the_documented_paired_bootstrap():
+    from univg.eval.stats import paired_bootstrap
+
+    candidate, reference = [1.0] * 30 + [0.0] * 10, [1.0] * 20 + [0.0] * 20
+    decision = decide(candidate, reference)  # defaults: 1000 resamples, seed 0, 95%
+    stats = paired_bootstrap(candidate, reference, n=1000, seed=0, confidence=0.95)
+    assert list(decision.ci) == [float(v) for v in stats["ci95"]] and decision.n == 40
+    assert decision.promote is True and "95% interval" in decision.reason
+    assert decide(candidate, reference, confidence=0.5).ci != decision.ci
+    assert json.loads(json.dumps(decision.to_dict()))["ci"] == list(decision.ci)  # JSON-ready, ci a list
+    losing = decide(reference, candidate)
+    assert losing.promote is False and losing.candidate_acc == 0.5 and losing.reference_acc == 0.75
+
+
+def test_a_delta_exactly_at_min_delta_is_enough():
+    candidate, reference = [1.0] * 30 + [0.0] * 10, [1.0] * 20 + [0.0] * 20
+    assert decide(candidate, reference, min_delta=0.25).promote is True  # delta is exactly 0.25
+    assert decide(candidate, reference, min_delta=0.2501).promote is False
+
+
+def test_read_hits_skips_blank_lines_anywhere(tmp_path):
+    path = tmp_path / "per_sample.jsonl"
+    path.write_text('{"id": "a", "iou": 0.9}\n\n{"id": "b", "iou": 0.1}\n')
+    assert read_hits(path) == {"a": 1.0, "b": 0.0}
+
+
+def test_coverage_of_a_single_record():
+    assert pair_hits({"a": 1.0}, {"a": 0.0}) == ([1.0], [0.0], 1.0)
+
+
+def test_without_scores_the_last_trained_model_is_the_candidate_and_the_reason_lists_scores():
+    from univg.gate import best_candidate
+
+    assert best_candidate({}, ["sft", "grpo", "dpo"])[0] == "dpo"
+    name, reason = best_candidate({"sft": {"acc@0.5": 0.238}, "grpo": {"acc@0.5": 0.224}}, ["sft", "grpo"])
+    assert name == "sft" and "(sft 0.238, grpo 0.224)" in reason

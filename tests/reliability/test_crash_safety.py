@@ -62,7 +62,8 @@ def test_kill_during_synth_leaves_nothing_that_looks_finished(tmp_path):
 def test_kill_while_import_writes_its_files_leaves_none_half_written(tmp_path):
     folder = tmp_path / "root"
     make_images(folder, tmp_path / "outside")
-    rows = [synth_row(id=f"s{i}", question=f"Locate thing {i}. " + "x" * 200) for i in range(60_000)]
+    # big enough that writing the outputs takes a while (the kill lands then), small enough to import fast
+    rows = [synth_row(id=f"s{i}", question=f"Locate thing {i}. " + "x" * 1500) for i in range(12_000)]
     source = write_jsonl_rows(folder / "rows.jsonl", rows)
     out = tmp_path / "imported"
     command = univg("data", "import", "--input", str(source), "--format", "mig-synth", "--out", str(out), cwd=tmp_path)

@@ -243,9 +243,13 @@ def test_metrics_callback_logs_numbers_into_the_active_run_only(mlflow_uri):
     callback, state = MlflowMetricsCallback(), TrainerState()
     state.global_step = 3
     args = TrainingArguments(output_dir="unused", report_to="none")
+    callback.on_train_begin(args, state, TrainerControl())
     callback.on_log(args, state, TrainerControl(), logs={"loss": 2.0})  # no active run: nothing happens
-    assert mlflow.active_run() is None
+    callback.on_train_end(args, state, TrainerControl())
+    assert mlflow.active_run() is None and callback.sink is None
     with mlflow.start_run() as run:
+        callback.on_train_begin(args, state, TrainerControl())
         callback.on_log(args, state, TrainerControl(), logs={"loss": 2.0, "grad_norm": 0.5})
+        callback.on_train_end(args, state, TrainerControl())  # flushes the background sink
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
     assert [(m.step, m.value) for m in history] == [(3, 2.0)]

@@ -196,3 +196,11 @@ def test_reward_registry_binds_the_format_and_keeps_trl_names():
     assert funcs[1]([text]) == [1.0]
     with pytest.raises(ValueError, match="unknown reward"):
         reward_functions(["iou", "length"])
+
+
+# ----------------------------------------------------------------------------- pinned by mutation testing
+def test_image_index_reward_reads_the_tagged_answer_only_and_names_its_column():
+    tagged, untagged = "<answer>Image-2: (1,2),(3,4)</answer>", "Image-2: (1,2),(3,4)"
+    assert image_index_reward([tagged, untagged, tagged], target_image=[2, 2, 1]) == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="'target_image'"):
+        image_index_reward([tagged, tagged], target_image=[2])

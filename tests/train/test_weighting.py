@@ -113,3 +113,17 @@ def test_contract_home_of_difficulty_weights_is_the_same_function():
     import univg.train.weighting
 
     assert univg.train.grpo.difficulty_weights is univg.train.weighting.difficulty_weights
+
+
+# ----------------------------------------------------------------------------- pinned by mutation testing
+def test_integer_rewards_and_groups_of_one_are_averaged_in_float():
+    assert group_mean_iou([1, 0, 1, 1], 2).tolist() == [0.5, 1.0]  # ints: means, not an integer-mean error
+    assert group_mean_iou([0.25, 0.75], 1).tolist() == [0.25, 0.75]  # G = 1: each completion its own group
+
+
+def test_k_defaults_to_one_and_reaches_the_per_process_weights():
+    rewards = torch.tensor([0.2, 0.4, 0.9, 0.7])
+    assert torch.allclose(difficulty_weights(rewards, 2, "power"), difficulty_weights(rewards, 2, "power", k=1.0))
+    squared = difficulty_weights(rewards, 2, "power", k=2.0)
+    assert torch.allclose(process_weights(rewards, 2, 1, 2, mode="power", k=2.0), squared[2:])
+    assert torch.allclose(process_weights(rewards, 2, 0, 2, mode="power"), difficulty_weights(rewards, 2, "power")[:2])

@@ -16,18 +16,18 @@ from typing import Any
 
 from univg.cot.rule_teacher import RuleTeacher
 from univg.cot.teachers import RowOutcome, Teacher, Usage
-from univg.data.images import rebase_images
+from univg.data.images import ImagePolicy, rebase_images, stage_policy
 from univg.schema import read_jsonl_lines, record_reasons, write_jsonl
 
 
-def make_teacher(cfg: Any, cache_path: Path | None = None) -> Teacher:
+def make_teacher(cfg: Any, cache_path: Path | None = None, image_policy: ImagePolicy | None = None) -> Teacher:
     """The teacher named by cot.teacher ('rule' or 'openai')."""
     if cfg.teacher == "rule":
         return RuleTeacher(cfg.num_candidates, cfg.seed, cfg.chain_style)
     if cfg.teacher == "openai":
         from univg.cot.openai_teacher import OpenAITeacher
 
-        return OpenAITeacher(cfg.openai, cfg.num_candidates, cfg.answer_format, cache_path)
+        return OpenAITeacher(cfg.openai, cfg.num_candidates, cfg.answer_format, cache_path, image_policy)
     raise ValueError(f"unknown teacher {cfg.teacher!r}; choose 'rule' or 'openai'")
 
 
@@ -37,9 +37,11 @@ def failed_path(out_path: Path) -> Path:
 
 
 def generate_cot(
-    input_path: Path, out_path: Path, cfg: Any, image_root: Path | None = None, limit: int | None = None
+    input_path: Path, out_path: Path, cfg: Any, image_root: Path | None = None, limit: int | None = None,
+    policy: ImagePolicy | None = None,
 ) -> dict[str, Any]:
     """Write chains for the records of `input_path` (the first `limit` lines if given) with cfg.teacher.
+    A teacher that looks at the images reads them as `policy` allows (default: the file's data root).
 
     Returns stats: rows, written, failures, candidates, prompt/completion tokens, cost, cache hits,
     requests, retries.
@@ -55,7 +57,7 @@ def generate_cot(
     rows = len(records) + len(failed)
 
     # -- teach: candidates and selection, per record
-    teacher = make_teacher(cfg, cache_path=cache_file(cfg))
+    teacher = make_teacher(cfg, cache_path=cache_file(cfg), image_policy=policy)
     outcomes = run_teacher(teacher, records, base_dir)
 
     # -- write: output rows in input order, failures (in input order too) beside them
@@ -162,7 +164,8 @@ def run_cot_stage(
     with stage_run("cot", params, log_params=logged) as run:
         import mlflow
 
-        stats = generate_cot(Path(input_path), out_path, cfg, image_root, limit)
+        stats = generate_cot(Path(input_path), out_path, cfg, image_root, limit,
+                             stage_policy(input_path, image_root, params.data))
         mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)})
         mlflow.log_dict(stats, "cot_stats.json")
         if failed_path(out_path).stat().st_size:

@@ -31,7 +31,7 @@ from typing import Any
 
 from univg.answers import completion_text, format_box, parse_answer
 from univg.cot.teachers import Candidate, RowOutcome, Teacher, Usage, select_best
-from univg.data.images import resolve_images
+from univg.data.images import ImageError, ImagePolicy, check_size, resolve_images
 from univg.data.naming import last_named_image
 
 PROMPT_VERSION = 1
@@ -82,21 +82,24 @@ def image_data_url(path: Path) -> str:
     from PIL import Image
 
     if not path.is_file():
-        raise ValueError(f"image not found: {path}")
+        raise ImageError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
+            check_size(image, path)  # the same limits as every other image opener, from the header
             fmt = (image.format or "PNG").lower()
             image.verify()
+    except ImageError:
+        raise
     except Exception as error:  # PIL raises many types for corrupt files
-        raise ValueError(f"image not decodable: {path} ({type(error).__name__})") from None
+        raise ImageError(f"image not decodable: {path} ({type(error).__name__})") from None
     mime = {"jpg": "jpeg", "mpo": "jpeg"}.get(fmt, fmt)
     return f"data:image/{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def build_messages(record: dict[str, Any], base_dir: Path, answer_format: str) -> list[dict[str, Any]]:
-    content: list[dict[str, Any]] = [
-        {"type": "image_url", "image_url": {"url": image_data_url(p)}} for p in resolve_images(record["images"], base_dir)
-    ]
+def build_messages(record: dict[str, Any], base_dir: Path, answer_format: str,
+                   policy: ImagePolicy | None = None) -> list[dict[str, Any]]:
+    paths = resolve_images(record["images"], base_dir, policy or ImagePolicy(root=Path(base_dir)))
+    content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image_data_url(p)}} for p in paths]
     content.append({"type": "text", "text": teacher_prompt(record, answer_format)})
     system = "You explain multi-image visual grounding step by step, faithfully and briefly."
     return [{"role": "system", "content": system}, {"role": "user", "content": content}]
@@ -164,8 +167,10 @@ def _ends_mid_line(path: Path) -> bool:
 
 # ----------------------------------------------------------------------------- teacher
 class OpenAITeacher(Teacher):
-    def __init__(self, cfg: Any, num_candidates: int = 3, answer_format: str = "indexed", cache_path: Path | None = None):
+    def __init__(self, cfg: Any, num_candidates: int = 3, answer_format: str = "indexed", cache_path: Path | None = None,
+                 image_policy: ImagePolicy | None = None):
         self.cfg = cfg
+        self.image_policy = image_policy  # where the images sent to the teacher may come from
         self.n = num_candidates
         self.answer_format = answer_format
         self.cache_path = cache_path
@@ -229,7 +234,7 @@ class OpenAITeacher(Teacher):
     async def _row(self, client, index: int, record: dict[str, Any], base_dir: Path) -> RowOutcome:
         usage = Usage()
         try:
-            messages = build_messages(record, base_dir, self.answer_format)
+            messages = build_messages(record, base_dir, self.answer_format, self.image_policy)
         except ValueError as error:
             return RowOutcome(index, usage=usage, failure=[f"image_unreadable: {error}"])
         candidates: list[Candidate] = []

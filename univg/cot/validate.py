@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from univg.data.images import ImageError, ImagePolicy, data_root_for, open_rgb
+from univg.data.images import ImageError, ImagePolicy, data_root_for, open_rgb, stage_policy
 from univg.data.naming import last_named_image
 from univg.errors import UserError
 from univg.schema import iou, read_jsonl_lines
@@ -41,17 +41,17 @@ class ValidationFailed(UserError, RuntimeError):
 # ----------------------------------------------------------------------------- entry points
 def validate_file(
     input_path: Path, out_dir: Path, cfg: Any, image_root: Path | None = None, test_split: Path | None = None,
-    allow_outside_root: bool = False,
+    policy: ImagePolicy | None = None,
 ) -> dict[str, Any]:
     """Validate one CoT JSONL file into `out_dir`; returns the report (also written as report.json).
-    Images must stay inside the data root (univg.data.images) unless `allow_outside_root`."""
+    Images must satisfy `policy` (default: inside the file's data root, univg.data.images)."""
     from univg.cot.expectations import reason_names, run_suite
 
     input_path, out_dir = Path(input_path), Path(out_dir)
     if not input_path.is_file():
         raise FileNotFoundError(f"{input_path}: no such file")
     base_dir = Path(image_root) if image_root else input_path.parent
-    policy = ImagePolicy(root=data_root_for(input_path, image_root), allow_outside_root=allow_outside_root)
+    policy = policy or ImagePolicy(root=data_root_for(input_path, image_root))
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # -- read: every non-blank line is either a record or an unparseable line with its reason
@@ -81,7 +81,9 @@ def validate_file(
     return report
 
 
-def run_validate_stage(
+# MLflow wiring, not a validation check: outside mutation testing (docs/testing.md); the stage
+# tests in tests/cot/test_cot_generate.py check what it logs.
+def run_validate_stage(  # pragma: no mutate block
     params: Any, input_path: Path, out_dir: Path, image_root: Path | None = None, test_split: Path | None = None
 ) -> dict[str, Any]:
     """validate_file inside the `validate` MLflow run: counts as metrics, report.json and Data Docs as
@@ -95,7 +97,7 @@ def run_validate_stage(
     with stage_run("validate", params, log_params=logged) as run:
         try:
             report = validate_file(input_path, out_dir, cfg, image_root, test_split,
-                                   params.data.allow_outside_root)
+                                   stage_policy(input_path, image_root, params.data))
         except ValidationFailed:
             _log_outputs(out_dir)
             raise
@@ -105,7 +107,7 @@ def run_validate_stage(
     return report
 
 
-def _log_outputs(out_dir: Path) -> None:
+def _log_outputs(out_dir: Path) -> None:  # pragma: no mutate block  (MLflow wiring, as above)
     import mlflow
 
     report = json.loads((out_dir / "report.json").read_text())
@@ -217,11 +219,9 @@ def check_images(paths: Iterable[str], policy: ImagePolicy = ImagePolicy(allow_o
     """{path: usable}, each unique file opened once, in threads (PIL decodes without the GIL). Usable:
     inside the policy's root after symlinks, within the size limits, and it decodes."""
     unique = sorted(set(paths))
-    root = Path(policy.root).resolve() if policy.root else None
-
     def readable(path: str) -> bool:
         real = Path(path).resolve()
-        if not policy.allow_outside_root and root is not None and not real.is_relative_to(root):
+        if not policy.allows(real, Path(path).parent):
             return False
         try:
             open_rgb(real, policy.max_pixels)

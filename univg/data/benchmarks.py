@@ -402,16 +402,17 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 
 
 def load_benchmark(name: str, annotations: str | Path, image_root: str | Path | None = None,
-                   allow_outside_root: bool = False, check_images: bool = True) -> LoadedBenchmark:
+                   policy: ImagePolicy | None = None, check_images: bool = True) -> LoadedBenchmark:
     """Read `annotations` with the loader registered as `name`; bad rows are quarantined: rows
     that break the format, and (`check_images`) rows with an image that is missing, unreadable,
-    out of limits or outside the data root (univg.data.images)."""
+    out of limits or outside what `policy` allows (default: the file's folder or the image root,
+    univg.data.images)."""
     if name not in BENCHMARKS:
         raise BenchmarkError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
     spec = BENCHMARKS[name]
     path = Path(annotations)
     base_dir = Path(image_root) if image_root else path.parent
-    policy = ImagePolicy(root=base_dir, allow_outside_root=allow_outside_root)  # a file from outside: its own folder
+    policy = policy or ImagePolicy(root=base_dir)  # a file from outside: its own folder
     rows = read_rows(path)
     if not rows:
         raise BenchmarkError(f"{path}: no rows")

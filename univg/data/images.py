@@ -21,6 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from univg.config import DataConfig
 from univg.errors import UserError
 
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -39,6 +40,11 @@ class ImagePolicy:
     root: Path | None = None  # None: the folder each records file sits in
     allow_outside_root: bool = False
     max_pixels: int = MAX_IMAGE_PIXELS
+    also_inside: tuple[Path, ...] = ()  # further allowed roots: the image folder data was imported from
+
+    def allows(self, real: Path, base: Path) -> bool:
+        roots = [Path(self.root or base), *self.also_inside]
+        return self.allow_outside_root or any(real.is_relative_to(Path(r).resolve()) for r in roots)
 
 
 def data_root_for(records_file: str | Path, image_root: str | Path | None = None,
@@ -58,6 +64,15 @@ def data_root_for(records_file: str | Path, image_root: str | Path | None = None
     return folder.parent
 
 
+def stage_policy(records_file: str | Path, image_root: str | Path | None, data: DataConfig) -> ImagePolicy:
+    """The policy of a pipeline stage reading `records_file`: its data root (data_root_for), plus the
+    folder the data was imported from (imported records point back at their images, wherever the
+    user keeps them), and the user's data.allow_outside_root."""
+    imported = data.image_root or (str(Path(data.import_path).parent) if data.source != "synth" and data.import_path else "")
+    return ImagePolicy(root=data_root_for(records_file, image_root), allow_outside_root=data.allow_outside_root,
+                       also_inside=(Path(imported).resolve(),) if imported else ())
+
+
 def resolve_image(path: str, base_dir: str | Path, policy: ImagePolicy = ImagePolicy()) -> Path:
     """`path` (relative to `base_dir`) as a real path inside the policy's root, or ImageError."""
     base = Path(base_dir)
@@ -67,7 +82,7 @@ def resolve_image(path: str, base_dir: str | Path, policy: ImagePolicy = ImagePo
     if Path(path).is_absolute() and not policy.allow_outside_root:
         raise ImageError(f"absolute image path refused: {path} (paths are relative to {base})")
     real = (base / path).resolve()  # follows symlinks, so a link cannot leave the root unseen
-    if not policy.allow_outside_root and not real.is_relative_to(root):
+    if not policy.allows(real, root):
         raise ImageError(f"image path leaves the data root {root}: {path} (name the root with --image-root, "
                          "or allow it with -S data.allow_outside_root=true)")
     return real
@@ -122,10 +137,12 @@ def image_problems(paths: Sequence[str], base_dir: str | Path, policy: ImagePoli
     """Every image of a record that cannot be used, each named with its problem (empty: all good)."""
     problems = []
     for path in paths:
+        resolved = None
         try:
-            open_rgb(resolve_image(path, base_dir, policy), policy.max_pixels)
-        except ImageError as error:
-            problems.append(str(error))
+            resolved = resolve_image(path, base_dir, policy)
+            open_rgb(resolved, policy.max_pixels)
+        except ImageError as error:  # named as the record names it, which is what the user can find
+            problems.append(str(error).replace(str(resolved), str(path)) if resolved else str(error))
     return problems
 
 

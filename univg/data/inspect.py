@@ -16,8 +16,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from univg.data.images import ImageError, load_record_images
-from univg.schema import COORD_MAX, image_reasons, read_jsonl_lines, record_reasons
+from univg.data.images import ImageError, ImagePolicy, data_root_for, image_problems, load_record_images
+from univg.schema import COORD_MAX, read_jsonl_lines, record_reasons
 
 TILE_HEIGHT = 168
 PAD = 8
@@ -44,12 +44,12 @@ def scene_reasons(record: dict[str, Any]) -> list[str]:
     return reasons
 
 
-def line_reasons(data: Any, base_dir: Path) -> list[str]:
-    """Schema problems first; images and scene are only checked on a schema-valid record."""
+def line_reasons(data: Any, base_dir: Path, policy: ImagePolicy = ImagePolicy()) -> list[str]:
+    """Schema problems first; images (univg.data.images rules) and scene only on a schema-valid record."""
     reasons = record_reasons(data)
     if reasons:
         return reasons
-    return image_reasons(data["images"], base_dir) + scene_reasons(data)
+    return image_problems(data["images"], base_dir, policy) + scene_reasons(data)
 
 
 def inspect_file(
@@ -64,13 +64,14 @@ def inspect_file(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such record file")
     base_dir = Path(image_root) if image_root else path.parent
+    policy = ImagePolicy(root=data_root_for(path, image_root))
     first_line_of: dict[str, int] = {}
     problems: list[dict[str, Any]] = []
     valid: list[dict[str, Any]] = []
     lines = 0
     for line in read_jsonl_lines(path):
         lines += 1
-        reasons = list(line.reasons) or line_reasons(line.data, base_dir)
+        reasons = list(line.reasons) or line_reasons(line.data, base_dir, policy)
         record_id = line.data.get("id") if isinstance(line.data, dict) else None
         if isinstance(record_id, str):
             if record_id in first_line_of:
@@ -91,7 +92,7 @@ def inspect_file(
         "problems": problems,
     }
     if sheet_path is not None:
-        report["sheet"] = str(write_contact_sheet(valid, base_dir, Path(sheet_path), max_samples))
+        report["sheet"] = str(write_contact_sheet(valid, base_dir, Path(sheet_path), max_samples, policy))
     return report
 
 
@@ -117,10 +118,10 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _tiles(record: dict[str, Any], base_dir: Path) -> list[Image.Image]:
+def _tiles(record: dict[str, Any], base_dir: Path, policy: ImagePolicy = ImagePolicy()) -> list[Image.Image]:
     """The sample's images scaled to TILE_HEIGHT, the ground truth drawn on the target one."""
     tiles = []
-    for number, image in enumerate(load_record_images(record, base_dir), start=1):
+    for number, image in enumerate(load_record_images(record, base_dir, policy), start=1):
         width = max(1, round(image.width * TILE_HEIGHT / image.height))
         tile = image.resize((width, TILE_HEIGHT), Image.Resampling.NEAREST)
         draw = ImageDraw.Draw(tile)
@@ -142,13 +143,14 @@ def _caption(record: dict[str, Any], width_px: int) -> list[str]:
 
 
 def write_contact_sheet(
-    records: list[dict[str, Any]], base_dir: Path, sheet_path: Path, max_samples: int = 16
+    records: list[dict[str, Any]], base_dir: Path, sheet_path: Path, max_samples: int = 16,
+    policy: ImagePolicy = ImagePolicy(),
 ) -> Path:
     """One row per sample; records whose images cannot be read are left out (inspect lists them)."""
     rows = []
     for record in pick_samples(records, max_samples):
         try:
-            rows.append((record, _tiles(record, base_dir)))
+            rows.append((record, _tiles(record, base_dir, policy)))
         except ImageError:
             continue
     font = _font(FONT_SIZE)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from univg.config import Params
-from univg.data.images import rebase_images
+from univg.data.images import ImagePolicy, rebase_images
 from univg.schema import write_jsonl, write_text_atomic
 from univg.tracking import stage_run
 
@@ -54,7 +54,8 @@ def import_records(fmt: str, path: Path, out_dir: Path, image_root: Path | None 
 
     if not Path(path).is_file():
         raise FileNotFoundError(2, "no such file to import", str(path))
-    loaded = load_benchmark(fmt, Path(path), image_root, allow_outside_root)
+    root = Path(image_root) if image_root else Path(path).parent
+    loaded = load_benchmark(fmt, Path(path), image_root, ImagePolicy(root=root, allow_outside_root=allow_outside_root))
     source_dir = Path(image_root) if image_root else Path(path).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     splits: dict[str, list[dict]] = {"train": [], "test": []}

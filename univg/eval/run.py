@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from univg.data.benchmarks import LoadedBenchmark, load_benchmark
+from univg.data.images import stage_policy
 from univg.eval.inference import generate_predictions, model_generate
 from univg.eval.report import write_report
 from univg.eval.scoring import THRESHOLDS, resolve_answer_format, score_records
@@ -119,8 +120,10 @@ def evaluate_model(
 
     out_dir = Path(out_dir)
     # --- benchmark
-    allow_outside = bool(params is not None and params.data.allow_outside_root)
-    loaded = load_benchmark(benchmark, annotations, image_root, allow_outside_root=allow_outside)
+    # A pipeline's own split may point back at imported images; a file named on the command line
+    # keeps to its own folder (or the image root).
+    policy = stage_policy(annotations, image_root, params.data) if params is not None else None
+    loaded = load_benchmark(benchmark, annotations, image_root, policy)
     if limit:
         loaded = loaded.head(limit)
     chosen = resolve_answer_format(loaded, answer_format or trained_answer_format(model_ref))

@@ -44,13 +44,13 @@ def load_examples(
     answer_format: str = "indexed",
     with_completion: bool = True,
     limit: int | None = None,
-    allow_outside_root: bool = False,
+    policy: ImagePolicy | None = None,
 ) -> list[dict[str, Any]]:
     """Read a record file strictly (a bad line stops with file:line and reasons) into examples.
-    Images must stay inside the data root (univg.data.images) unless `allow_outside_root`."""
+    Images must satisfy `policy` (default: inside the file's data root, univg.data.images)."""
     path = Path(path)
     base_dir = Path(image_root) if image_root else path.parent
-    policy = ImagePolicy(root=data_root_for(path, image_root), allow_outside_root=allow_outside_root)
+    policy = policy or ImagePolicy(root=data_root_for(path, image_root))
     records = read_records(path)
     if limit is not None:
         records = records[:limit]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from univg.config import GRPOProfile, Params
+from univg.data.images import ImagePolicy, stage_policy
 from univg.models.loading import parameter_counts
 from univg.schema import RecordError
 from univg.train.common import (
@@ -93,14 +94,13 @@ def build_grpo_args(profile: GRPOProfile, out_dir: str | Path, max_steps: int | 
 
 
 # ----------------------------------------------------------------------------- helpers
-def load_prompts(train_file: Path, image_root: Path | None, answer_format: str, allow_outside_root: bool = False):
+def load_prompts(train_file: Path, image_root: Path | None, answer_format: str, policy: ImagePolicy | None = None):
     """Records -> a datasets.Dataset of GRPO prompts (images + question; box/target_image for rewards)."""
     from datasets import Dataset
 
     from univg.train.examples import load_examples
 
-    examples = load_examples(train_file, image_root, answer_format=answer_format, with_completion=False,
-                             allow_outside_root=allow_outside_root)
+    examples = load_examples(train_file, image_root, answer_format=answer_format, with_completion=False, policy=policy)
     if not examples:
         raise RecordError(f"{train_file}: no records to train on")
     return Dataset.from_list(examples)
@@ -153,7 +153,7 @@ def train_grpo(
         import mlflow
 
         # --- load data: prompts with image placeholders; box / target_image feed the rewards
-        dataset = load_prompts(train_file, image_root, answer_format, params.data.allow_outside_root)
+        dataset = load_prompts(train_file, image_root, answer_format, stage_policy(train_file, image_root, params.data))
         log_jsonl_input(train_file, name="grpo-train", context="training")  # after the strict read above
 
         # --- load model (after the arguments: under ZeRO-3 they must exist before from_pretrained)

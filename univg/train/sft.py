@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from univg.config import Params
+from univg.data.images import stage_policy
 from univg.train.common import (
     build_training_kwargs,
     checkpoint_step,
@@ -186,7 +187,7 @@ def train_sft(
 
         # --- load data (read strictly first: a bad line stops here with file:line, before anything is logged)
         examples = load_examples(train_file, image_root, answer_format,
-                                 allow_outside_root=params.data.allow_outside_root)
+                                 policy=stage_policy(train_file, image_root, params.data))
         if tracking:
             log_jsonl_input(train_file, name="sft-train", context="training")
 

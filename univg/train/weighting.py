@@ -52,8 +52,7 @@ def difficulty_weights(
     else:
         weights = torch.ones_like(means)
     weights = torch.nan_to_num(weights, nan=1.0)
-    device = rewards.device if isinstance(rewards, torch.Tensor) else None
-    return weights.repeat_interleave(num_generations).to(device)
+    return weights.repeat_interleave(num_generations)  # on the rewards' device, as they were
 
 
 def process_slice(values: torch.Tensor, process_index: int, local_count: int) -> torch.Tensor:
