@@ -39,9 +39,26 @@ def dotted(path: str) -> str:
     return path.removesuffix(".py").replace("/", ".")
 
 
+def retest_survivors(path: str) -> int:
+    """Mark the module's non-killed mutants untested. mutmut keeps a verdict until the mutated
+    function changes; a survivor must also meet the tests written since. Killed ones stay cached."""
+    from mutmut.stats import status_by_exit_code
+
+    meta = REPO / "mutants" / f"{path}.meta"
+    if not meta.is_file():
+        return 0
+    data = json.loads(meta.read_text())
+    codes = data["exit_code_by_key"]
+    stale = [key for key, code in codes.items() if code is not None and status_by_exit_code[code] not in KILLED]
+    for key in stale:
+        codes[key] = None
+    meta.write_text(json.dumps(data))
+    return len(stale)
+
+
 def run(names: list[str]) -> None:
     for name in names:
-        print(f"== mutmut: {MODULES[name]}", flush=True)
+        print(f"== mutmut: {MODULES[name]} ({retest_survivors(MODULES[name])} survivors to retest)", flush=True)
         subprocess.run([sys.executable, "-m", "mutmut", "run", f"{dotted(MODULES[name])}.*"], cwd=REPO, check=False)
 
 

@@ -36,8 +36,10 @@ CASES = [
     ("nine_images", {"images": ["img/a.png"] * 9}, "image_count"),
     ("image_missing", {"images": ["img/a.png", "img/nowhere.png"]}, "image_unreadable"),
     ("image_corrupt", {"images": ["img/broken.png", "img/b.png"]}, "image_unreadable"),
+    ("image_outside_root", {"images": ["img/a.png", "../../outside.png"]}, "image_unreadable"),
     ("box_over_1000", {"box": [0, 0, 1200, 500]}, "box_out_of_range"),
     ("box_astronomical", {"box": [0, 0, 10**30, 500]}, "box_out_of_range"),  # beyond int64: clipped, still refused
+    ("box_astronomically_negative", {"box": [-(10**30), 0, 100, 500]}, "box_out_of_range"),
     ("box_negative", {"box": [-5, 0, 100, 500]}, "box_out_of_range"),
     ("box_x_inverted", {"box": [300, 100, 100, 200]}, "box_inverted"),
     ("box_y_empty", {"box": [100, 200, 300, 200]}, "box_inverted"),
@@ -58,6 +60,8 @@ CASES = [
      "chain_names_wrong_image"),
     ("teacher_box_far", {"meta": {"cot": {"answer_box": [0, 0, 10, 10]}}}, "answer_box_mismatch"),
     ("teacher_box_garbled", {"meta": {"cot": {"answer_box": "somewhere"}}}, "answer_box_mismatch"),
+    ("teacher_box_three_numbers", {"meta": {"cot": {"answer_box": [1, 2, 3]}}}, "answer_box_mismatch"),
+    ("teacher_box_words", {"meta": {"cot": {"answer_box": ["a", "b", "c", "d"]}}}, "answer_box_mismatch"),
     ("teacher_names_image_1", {"meta": {"cot": {"answer_image": 1}}}, "answer_names_wrong_image"),
     ("duplicate_content", {"id": "dup-b", "question": "Q-dup"}, "duplicate"),
     ("duplicate_id", {"id": "same-id", "question": "Q-id-b"}, "duplicate_id"),
@@ -81,6 +85,9 @@ GOOD = [
     ("first_of_id", {"id": "same-id", "question": "Q-id-a"}),
     ("meta_null", {"meta": None}),  # optional fields may be null
     ("box_far_corner", {"box": [200, 300, 900, 950]}),
+    ("non_ascii", {"question": "Où est le carré bleu ? Trouve-le dans l'image 2."}),  # written back as is
+    ("teacher_image_not_int", {"meta": {"cot": {"answer_image": "2"}}}),  # not a number: not checked
+    ("image_beside_the_folder", {"images": ["../shared/a.png", "img/b.png", "img/c.png"]}),  # inside the root
 ]
 LINES = [
     ("malformed", '{"id": "x", "task": ', "malformed_json"),
@@ -109,6 +116,9 @@ def validated(tmp_path_factory):
     for name in "abc":
         Image.new("RGB", (16, 16), "red").save(root / "data" / "img" / f"{name}.png")
     (root / "data" / "img" / "broken.png").write_bytes(b"\x89PNG not really")
+    (root / "shared").mkdir()
+    Image.new("RGB", (16, 16), "red").save(root / "shared" / "a.png")  # beside data/: inside the root
+    Image.new("RGB", (16, 16), "red").save(root.parent / "outside.png")  # above the root
     write_lines(root / "test.jsonl", [
         good_record(id="test-0001", question="held out", images=["data/img/a.png"]),
         good_record(id="test-0002", question="Q-test-content", images=["data/img/c.png", "data/img/a.png"]),
@@ -123,21 +133,16 @@ def validated(tmp_path_factory):
 
 
 def test_every_case_at_once(validated):
-    """All the module's expectations in one test, first in the file: mutation testing attributes a
-    module fixture's work to the first test that uses it, so this one must see everything."""
+    """Every check of this module on the shared run, first in the file: mutation testing attributes
+    a module fixture's work to the first test that uses it, so this one must see everything."""
     for name, change, reason in CASES:
-        row = _row(name, change)
-        found = [r for r in validated["rejected"] if r.get("id") == row.get("id") and r.get("question") == row.get("question")]
-        assert len(found) == 1 and reason in found[0]["reasons"], name
-        assert set(found[0]["reasons"]) <= {reason} | ALSO.get(name, set()), name
-    assert sorted(r["id"] for r in validated["accepted"]) == sorted(
-        _row(name, change)["id"] for name, change in GOOD)
-    lines = sorted((r["line"], r["reasons"]) for r in validated["rejected"] if "line" in r)
-    first = len(GOOD) + len(CASES) + 1
-    assert lines == [(first + i, [reason]) for i, (_, _, reason) in enumerate(LINES)]
-    report = validated["report"]
-    assert (report["total"], report["accepted"], report["rejected"]) == (
-        validated["n_lines"], len(GOOD), len(CASES) + len(LINES))
+        test_each_violation_is_rejected_with_its_reason(validated, name, change, reason)
+    for name, raw, reason in LINES:
+        test_unparseable_lines_are_kept_with_line_number_and_reason(validated, name, raw, reason)
+    test_good_rows_are_accepted_and_their_images_still_resolve(validated)
+    test_report_counts_match_the_files(validated)
+    test_data_docs_are_written(validated)
+    test_outputs_keep_line_order_text_and_report_fields(validated)
 
 
 def _rejected_by_id(validated) -> dict:
@@ -232,6 +237,7 @@ def test_stage_fails_below_threshold_after_writing_everything(images):
         validate_file(source, images / "out", ValidateConfig(min_accept_fraction=0.7))
     message = str(error.value)
     assert str(source) in message and "60.0%" in message and "70.0%" in message
+    assert f"see {images / 'out' / 'rejected.jsonl'}" in message
     assert "chain_names_wrong_image" in message
     report = json.loads((images / "out" / "report.json").read_text())
     assert (report["accepted"], report["rejected"]) == (3, 2)
@@ -244,7 +250,8 @@ def test_empty_input_fails_the_gate_clearly(images):
     source = write_lines(images / "empty.jsonl", ["", "  "])
     with pytest.raises(ValidationFailed, match="0 of 0"):
         validate_file(source, images / "out", ValidateConfig(min_accept_fraction=0.5))
-    assert json.loads((images / "out" / "report.json").read_text())["total"] == 0
+    report = json.loads((images / "out" / "report.json").read_text())
+    assert report["total"] == 0 and report["data_docs"] is None and not (images / "out" / "data_docs").exists()
 
 
 def test_image_root_is_used_instead_of_the_file_folder(images, tmp_path):
@@ -282,3 +289,66 @@ def test_absolute_image_paths_are_kept_as_they_are(images, tmp_path):
     report = validate_file(cot, tmp_path / "out", ValidateConfig(min_accept_fraction=0.0),
                            policy=ImagePolicy(allow_outside_root=True))
     assert report["accepted"] == 1 and read_jsonl(tmp_path / "out" / "accepted.jsonl")[0]["images"] == absolute
+
+
+def test_outputs_keep_line_order_text_and_report_fields(validated):
+    out, report = validated["root"] / "out", validated["report"]
+    assert report["input"] == str(validated["root"] / "data" / "cot.jsonl") and report["min_accept_fraction"] == 0.0
+    assert report["data_docs"] == str(out / "data_docs" / "index.html")
+    assert (out / "report.json").read_text().startswith('{\n  "')
+    text = (out / "accepted.jsonl").read_text(encoding="utf-8")
+    assert "Où est le carré bleu" in text  # UTF-8 as written, not \u escapes
+    ids = [r["id"] for r in validated["accepted"]]
+    assert ids == [_row(name, change)["id"] for name, change in GOOD]  # input order
+
+
+def test_derived_columns_name_each_type_and_keep_the_box():
+    from univg.cot.validate import derive_columns
+
+    rows = [
+        good_record(id="ok", box=[1, 2, 3, 4]),
+        {"id": 5, "task": "  ", "images": "a.png", "target_image": True, "box": [1, 2, 3], "question": None},
+        {"id": " ", "source": None, "images": [1], "target_image": "2", "box": "x", "meta": {"cot": {"answer_image": 2}}},
+    ]
+    rows.append({"task": "only a task"})
+    frame = derive_columns(rows, Path("."))
+    assert list(frame["type_id"]) == ["str", "int", "str(blank)", "missing"]
+    assert list(frame["type_task"]) == ["str", "str(blank)", "missing", "str"]
+    assert list(frame["type_source"]) == ["str", "missing", "null", "missing"]
+    assert list(frame["type_question"]) == ["str", "null", "missing", "missing"]
+    assert list(frame["type_images"]) == ["list[str]", "str", "list", "missing"]
+    assert list(frame["type_target_image"]) == ["int", "bool", "str", "missing"]
+    assert list(frame["type_box"]) == ["int[4]", "list[3]", "str", "missing"]
+    assert [frame[c][0] for c in ("box_x1", "box_y1", "box_x2", "box_y2")] == [1, 2, 3, 4]
+    assert frame["answer_image"][2] == 2 and frame["answer_iou"].isna()[2]
+
+
+def test_the_default_root_and_the_image_root(images, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "outside.png")  # beside data/, above the images folder
+    nested = write_lines(tmp_path / "a" / "b" / "cot.jsonl", [good_record()])
+    report = validate_file(nested, tmp_path / "x" / "y" / "out", ValidateConfig(min_accept_fraction=0.0),
+                           image_root=images)
+    assert report["accepted"] == 1  # images under the image root, wherever the file is
+    again = validate_file(nested, tmp_path / "x" / "y" / "out", ValidateConfig(min_accept_fraction=0.0),
+                          image_root=images)
+    assert again["accepted"] == 1  # the same output folder twice
+    outside = write_lines(images / "cot.jsonl", [good_record(images=["img/a.png", "../outside.png"])])
+    report = validate_file(outside, tmp_path / "o2", ValidateConfig(min_accept_fraction=0.0))
+    assert report["accepted"] == 1  # the default root is the folder above the file's: tmp_path
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        validate_file(tmp_path / "none.jsonl", tmp_path / "o3", ValidateConfig())
+
+
+def test_the_pixel_limit_of_the_policy_applies(images):
+    from univg.cot.validate import derive_columns
+    from univg.data.images import ImagePolicy
+
+    rows = [good_record()]  # two 16 x 16 images
+    assert list(derive_columns(rows, images, policy=ImagePolicy(root=images))["images_ok"]) == [True]
+    assert list(derive_columns(rows, images, policy=ImagePolicy(root=images, max_pixels=100))["images_ok"]) == [False]
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(images.parent / "outside.png")  # a real image, beside the root
+    assert list(derive_columns([good_record(images=["../outside.png"])], images)["images_ok"]) == [False]

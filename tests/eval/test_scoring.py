@@ -374,3 +374,85 @@ def test_qwen25_limits_reach_smart_resize():
         to_norm1000([0, 0, 1, 1], "pixels")
     with pytest.raises(ValueError, match=r"unknown coords 'inches'; choose from \['norm1000'"):
         to_norm1000([0, 0, 1, 1], "inches", (10, 10))
+
+
+def _continuous(tmp_path, count=40):
+    """Records whose predictions hit with 40 distinct IoUs in (0, 1]: intervals move with n and seed."""
+    rows = [synth_record(i, task=("diff" if i % 2 else "common_object")) for i in range(count)]
+    predictions = [{"index": i, "response": f"<answer>Image-2: (100,100),({300 - 4 * i},{300 - 3 * i})</answer>"}
+                   for i in range(count)]
+    return write_lines(tmp_path / "ann.jsonl", rows), write_lines(tmp_path / "p.jsonl", predictions)
+
+
+def test_score_file_defaults_and_seed(tmp_path):
+    annotations, predictions = _continuous(tmp_path)
+    default = score_file("mig-synth", annotations, predictions)
+    assert default == score_file("mig-synth", annotations, predictions, n_bootstrap=1000, seed=0)
+    assert default["ci95"] != score_file("mig-synth", annotations, predictions, n_bootstrap=1001)["ci95"]
+    assert default["ci95"] != score_file("mig-synth", annotations, predictions, seed=1)["ci95"]
+
+
+def test_pixel_limits_reach_every_sample(tmp_path):
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    height, width = smart_resize(100, 200, factor=28, min_pixels=300 * 300, max_pixels=12_845_056)
+    record = synth_record(0, meta={"image_size": [200, 100]})
+    annotations = write_lines(tmp_path / "ann.jsonl", [record])
+    predictions = write_lines(tmp_path / "p.jsonl", [
+        {"index": 0, "response": f"<answer>Image-2: ({width // 10},{height // 10}),({3 * width // 10},{3 * height // 10})</answer>"}])
+    metrics = score_file("mig-synth", annotations, predictions, coords="qwen25", n_bootstrap=0, min_pixels=300 * 300)
+    assert metrics["miou"] > 0.95  # with the default min_pixels the same answer lands elsewhere
+    assert score_file("mig-synth", annotations, predictions, coords="qwen25", n_bootstrap=0)["miou"] < 0.5
+
+
+def test_messages_of_refusals(tmp_path, monkeypatch):
+    from univg.data.benchmarks import BenchmarkSample
+    from univg.eval.scoring import resolve_coords, score_sample, summarize
+
+    with pytest.raises(ValueError, match=r"^nothing to score: the benchmark has no rows$"):
+        summarize([])
+    with pytest.raises(ValueError, match=r"^coords 'unit': the answer parser reads integer boxes only; 0\.\.1 floats are "
+                                         r"for annotations \(mig-bench\), not predictions$"):
+        resolve_coords("unit")
+    prediction = {"index": 0, "response": "<answer>Image-2: (20,10),(60,30)</answer>"}
+    missing = score_sample(BenchmarkSample(0, synth_record(0)), prediction, True, "pixels", tmp_path)
+    assert missing.status == "error" and "b.png" in missing.error  # the image whose size was needed
+    from PIL import Image
+
+    Image.new("RGB", (200, 100)).save(tmp_path / "b.png")
+    monkeypatch.chdir(tmp_path)  # no base folder given: paths are read from the working directory
+    assert score_sample(BenchmarkSample(0, synth_record(0)), prediction, True, "pixels").iou == pytest.approx(1.0)
+
+
+def test_a_quarantined_row_keeps_all_its_reasons(tmp_path):
+    from univg.eval.scoring import score_records
+
+    bench = _bench(tmp_path, [{"id": "bad", "task": "diff", "box": [5, 5, 1, 1]}])
+    _, scores = score_records(bench, {}, n_bootstrap=0)
+    assert scores[0].error == "; ".join(bench.quarantined[0]["reasons"]) and scores[0].response == ""
+
+
+def test_seeds_and_pixel_caps_reach_every_interval(tmp_path):
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    from univg.eval.scoring import bootstrap_block, score_records, summarize
+    from univg.eval.stats import bootstrap_ci
+
+    annotations, predictions = _continuous(tmp_path)
+    metrics = score_file("mig-synth", annotations, predictions, n_bootstrap=0)
+    _, scores = score_records(_bench(tmp_path, [json.loads(x) for x in annotations.read_text().splitlines()]),
+                              {json.loads(x)["index"]: json.loads(x) for x in predictions.read_text().splitlines()},
+                              n_bootstrap=0)
+    assert summarize(scores, n_bootstrap=200) == summarize(scores, n_bootstrap=200, seed=0)
+    assert summarize(scores) == summarize(scores, n_bootstrap=1000) != summarize(scores, n_bootstrap=1001)
+    assert "index_acc" not in summarize(scores, n_bootstrap=0)  # only in indexed mode, which is asked for
+    hits = [float(s.iou >= 0.5) for s in scores]
+    seed = next(k for k in range(1, 100) if bootstrap_ci(hits, 200, k) != bootstrap_ci(hits, 200, 0))
+    assert bootstrap_block(scores, 200, seed)["acc@0.5"] == list(bootstrap_ci(hits, 200, seed))
+    assert metrics["n"] == 40
+    height, width = smart_resize(3000, 4000, factor=28, min_pixels=3136, max_pixels=400 * 400)
+    record = synth_record(0, meta={"image_size": [4000, 3000]})
+    ann = write_lines(tmp_path / "big.jsonl", [record])
+    pred = write_lines(tmp_path / "bigp.jsonl", [
+        {"index": 0, "response": f"<answer>Image-2: ({width // 10},{height // 10}),({3 * width // 10},{3 * height // 10})</answer>"}])
+    assert score_file("mig-synth", ann, pred, coords="qwen25", n_bootstrap=0, max_pixels=400 * 400)["miou"] > 0.95

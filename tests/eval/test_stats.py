@@ -119,3 +119,27 @@ def test_stratified_interval_skips_empty_groups_keeps_single_ones_and_is_seeded(
     b_means = np.asarray(groups["b"])[rng.integers(0, 1, size=(200, 1))].mean(axis=1)
     expected = np.percentile((a_means + b_means) / 2, [2.5, 97.5])
     assert (low, high) == (float(expected[0]), float(expected[1]))
+
+
+IOUS = [0.13, 0.87, 0.42, 0.55, 0.91, 0.07, 0.66, 0.31, 0.78, 0.24]  # continuous: every n and seed moves the interval
+OTHER = [0.5, 0.2, 0.9, 0.1, 0.35, 0.8, 0.6, 0.05, 0.45, 0.7]
+
+
+def test_defaults_are_1000_resamples_and_seed_0_everywhere():
+    assert bootstrap_ci(IOUS) == bootstrap_ci(IOUS, n=1000, seed=0) != bootstrap_ci(IOUS, n=1001, seed=0)
+    assert paired_bootstrap(IOUS, OTHER) == paired_bootstrap(IOUS, OTHER, n=1000, seed=0)
+    assert paired_bootstrap(IOUS, OTHER)["ci95"] != paired_bootstrap(IOUS, OTHER, n=1001)["ci95"]
+    groups = {"a": IOUS[:5], "b": OTHER[:6]}
+    default = stratified_bootstrap_mean_of_means(groups)
+    assert default == stratified_bootstrap_mean_of_means(groups, n=1000, seed=0)
+    assert default != stratified_bootstrap_mean_of_means(groups, n=1001, seed=0)
+    assert default != stratified_bootstrap_mean_of_means(groups, n=1000, seed=1)
+
+
+def test_p_le_0_counts_ties_as_not_better():
+    assert paired_bootstrap([1.0, 0.0, 1.0], [1.0, 0.0, 1.0])["p_le_0"] == 1.0  # every resampled delta is 0
+
+
+def test_no_group_with_records_gives_nan():
+    low, high = stratified_bootstrap_mean_of_means({"a": [], "b": []})
+    assert np.isnan(low) and np.isnan(high)

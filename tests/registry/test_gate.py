@@ -160,3 +160,31 @@ def test_without_scores_the_last_trained_model_is_the_candidate_and_the_reason_l
     assert best_candidate({}, ["sft", "grpo", "dpo"])[0] == "dpo"
     name, reason = best_candidate({"sft": {"acc@0.5": 0.238}, "grpo": {"acc@0.5": 0.224}}, ["sft", "grpo"])
     assert name == "sft" and "(sft 0.238, grpo 0.224)" in reason
+
+
+def test_the_gate_uses_1000_resamples_and_seed_0_by_default():
+    """Continuous values (the gate takes any per-record numbers) so that every n and seed moves the interval."""
+    from univg.eval.stats import paired_bootstrap
+
+    candidate = [(200 - 4 * i) * (200 - 3 * i) / 40000 for i in range(40)]
+    reference = [(200 - 3 * i) * (200 - 5 * i) / 40000 for i in range(40)]
+    expected = paired_bootstrap(candidate, reference, n=1000, seed=0)["ci95"]
+    assert expected != paired_bootstrap(candidate, reference, n=1001, seed=0)["ci95"]
+    assert expected != paired_bootstrap(candidate, reference, n=1000, seed=1)["ci95"]
+    assert list(decide(candidate, reference).ci) == expected
+
+
+def test_a_win_inside_the_noise_is_a_plain_no_and_ci_is_a_list():
+    decision = decide([1, 0, 1, 0, 1], [0, 1, 1, 0, 0])
+    assert decision.promote is False and "does not exclude 0" in decision.reason
+    assert type(decision.to_dict()["ci"]) is list
+
+
+def test_resamples_and_seed_reach_the_bootstrap():
+    from univg.eval.stats import paired_bootstrap
+
+    candidate = [(200 - 4 * i) * (200 - 3 * i) / 40000 for i in range(40)]
+    reference = [(200 - 3 * i) * (200 - 5 * i) / 40000 for i in range(40)]
+    chosen = decide(candidate, reference, n_bootstrap=700, seed=5)
+    assert list(chosen.ci) == paired_bootstrap(candidate, reference, n=700, seed=5)["ci95"]
+    assert list(chosen.ci) != list(decide(candidate, reference).ci)

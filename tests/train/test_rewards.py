@@ -204,3 +204,26 @@ def test_image_index_reward_reads_the_tagged_answer_only_and_names_its_column():
     assert image_index_reward([tagged, untagged, tagged], target_image=[2, 2, 1]) == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="'target_image'"):
         image_index_reward([tagged, tagged], target_image=[2])
+
+
+def test_reward_columns_and_refusals_are_named():
+    from univg.rewards import _per_completion
+
+    with pytest.raises(ValueError, match=r"column 'box' must hold one entry per completion \(2\), got nothing"):
+        iou_reward(["a", "b"], box=None)
+    with pytest.raises(ValueError, match=r"column 'box' .* got list of length 1"):
+        iou_reward(["a", "b"], box=[[1, 2, 3, 4]])
+    with pytest.raises(ValueError, match=r"column 'target_image' .* got list of length 1"):
+        iou_reward(["a", "b"], box=[[1, 2, 3, 4]] * 2, target_image=[1])
+    with pytest.raises(ValueError, match=r"^iou_reward in 'indexed' format needs the 'target_image' column$"):
+        iou_reward(["a"], box=[[1, 2, 3, 4]])
+    with pytest.raises(ValueError, match="got str of length 4"):
+        _per_completion("box", "abcd", 4)  # a string is not a column, even of the right length
+    with pytest.raises(ValueError, match=r"^at least one reward function is needed$"):
+        reward_functions([])
+
+
+def test_iou_reward_reads_the_tagged_answer_only():
+    untagged = "Image-2: (1,2),(3,4)"
+    assert iou_reward([untagged], box=[[1, 2, 3, 4]], target_image=[2]) == [0.0]
+    assert iou_reward([f"<answer>{untagged}</answer>"], box=[[1, 2, 3, 4]], target_image=[2]) == [1.0]
