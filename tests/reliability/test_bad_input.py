@@ -223,22 +223,18 @@ def test_validation_rejects_an_image_outside_the_data_root(root, tmp_path):
     assert [r["id"] for r in rejected if "image_unreadable" in json.dumps(r)] == ["out"]
 
 
-def test_training_on_a_file_with_a_bad_line_stops_naming_file_and_line(root, tmp_path):
-    folder, _ = root
-    train = write_jsonl_rows(folder / "train.jsonl", [synth_row(cot="c"), b"{oops"])
-    result = runner.invoke(app, ["train", "sft", "--params", str(tmp_path / "none.yaml"), "--train", str(train),
-                                 "--model", "univg-tiny", "--out", str(tmp_path / "sft"), "--max-steps", "1"])
-    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    assert f"{train}:2" in result.output and "malformed JSON" in result.output
-
-
-def test_training_on_an_image_outside_the_root_stops_naming_it(root, tmp_path):
+@pytest.mark.parametrize("stage, bad, where, words", [
+    ("sft", b"{oops", 2, "malformed JSON"),  # a malformed line, before anything is logged
+    ("grpo", "absolute", 2, "absolute image path refused"),  # an image outside the root
+])
+def test_training_on_bad_input_stops_naming_file_and_line(root, tmp_path, stage, bad, where, words):
     folder, kinds = root
-    train = write_jsonl_rows(folder / "train.jsonl", [synth_row(cot="c", images=["good.png", kinds["absolute"]])])
-    result = runner.invoke(app, ["train", "grpo", "--params", str(tmp_path / "none.yaml"), "--train", str(train),
-                                 "--model", "univg-tiny", "--out", str(tmp_path / "grpo"), "--max-steps", "1"])
+    second = bad if isinstance(bad, bytes) else synth_row(id="s1", cot="c", images=["good.png", kinds[bad]])
+    train = write_jsonl_rows(folder / "train.jsonl", [synth_row(cot="c"), second])
+    result = runner.invoke(app, ["train", stage, "--params", str(tmp_path / "none.yaml"), "--train", str(train),
+                                 "--model", "univg-tiny", "--out", str(tmp_path / stage), "--max-steps", "1"])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    assert f"{train}:1" in result.output and "absolute image path refused" in result.output
+    assert f"{train}:{where}" in result.output and words in result.output
 
 
 def test_eval_with_a_model_that_does_not_exist_stops_with_one_line(root, tmp_path):
