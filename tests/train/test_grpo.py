@@ -304,3 +304,20 @@ if __name__ == "__main__":
     import sys
 
     _multiprocess_main(*sys.argv[1:4])
+
+
+def test_a_checkpoint_killed_before_its_history_resumes_with_a_warning(tmp_path, caplog):
+    """Found by the SIGKILL test: a kill between trainer_state.json and difficulty_history.json left a
+    half-written history that broke the resume. It is written atomically now, and a missing one is
+    a warning (the history is a report; the training state is whole)."""
+    from types import SimpleNamespace
+
+    from univg.train.grpo_trainer import HISTORY_FILE, DifficultyWeightedGRPOTrainer
+
+    trainer = SimpleNamespace(difficulty_history=[])
+    with caplog.at_level("WARNING"):
+        DifficultyWeightedGRPOTrainer.load_difficulty_history(trainer, tmp_path)
+    assert trainer.difficulty_history == [] and HISTORY_FILE in caplog.text
+    (tmp_path / HISTORY_FILE).write_text('[{"step": 1}]')
+    DifficultyWeightedGRPOTrainer.load_difficulty_history(trainer, tmp_path)
+    assert trainer.difficulty_history == [{"step": 1}]

@@ -18,6 +18,7 @@ separately by TRL and is not weighted. The per-completion weights also travel in
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,12 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
+from univg.schema import write_text_atomic
 from univg.tracking import best_effort
 from univg.train.weighting import EASY_IOU, WEIGHTING_MODES, difficulty_weights, group_mean_iou, process_slice
 
 HISTORY_FILE = "difficulty_history.json"
+log = logging.getLogger(__name__)
 IOU_REWARD_NAME = "iou_reward"
 SAMPLES_KEPT = 4
 
@@ -90,8 +93,8 @@ class DifficultyWeightedGRPOTrainer(GRPOTrainer):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            if folder.is_dir():
-                (folder / HISTORY_FILE).write_text(json.dumps(self.difficulty_history))
+            if folder.is_dir():  # after trainer_state.json: atomic, so a kill in between leaves none, not half
+                write_text_atomic(folder / HISTORY_FILE, json.dumps(self.difficulty_history))
 
     # --- bookkeeping --------------------------------------------------------------------------
     def _record(self, mode: str, means: torch.Tensor, weights: torch.Tensor, group_size: int) -> None:
@@ -126,6 +129,8 @@ class DifficultyWeightedGRPOTrainer(GRPOTrainer):
         path = Path(checkpoint) / HISTORY_FILE
         if path.is_file():
             self.difficulty_history = json.loads(path.read_text())
+        else:  # the run was killed between saving the checkpoint and its history: training state is whole
+            log.warning("%s has no %s; the difficulty report starts at this checkpoint", checkpoint, HISTORY_FILE)
 
     def difficulty_summary(self) -> dict[str, Any]:
         """Share of easy prompts and mean IoU at the start and end of the run."""
