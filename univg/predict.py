@@ -25,7 +25,7 @@ import mlflow.pyfunc
 from PIL import Image
 
 from univg.answers import DEFAULT_FORMAT, check_format, parse_answer
-from univg.data.images import ImageError, check_size, to_rgb
+from univg.data.images import ImageError, ImageTooLarge, check_size, to_rgb
 from univg.errors import UserError
 from univg.prompts import user_message
 from univg.schema import norm_to_pixels
@@ -111,13 +111,10 @@ def _open(source: Any, limits: ImageLimits, where: str, unreadable: str) -> Imag
 
 def _checked(image: Image.Image, limits: ImageLimits, where: str) -> Image.Image:
     """The size rules of univg.data.images, from the header; too large is HTTP 413, other sizes 422."""
-    width, height = image.size
-    if width * height > limits.max_pixels:
-        raise InputError(f"{where}: {width}x{height} pixels is over the limit of {limits.max_pixels}", status=413)
     try:
         check_size(image, where, max_pixels=limits.max_pixels)
     except ImageError as error:
-        raise InputError(str(error)) from None
+        raise InputError(str(error), status=413 if isinstance(error, ImageTooLarge) else 422) from None
     return image
 
 

@@ -12,6 +12,7 @@ keep going: bad input is reported, never silently dropped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -166,26 +167,29 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a text file so that a crash leaves the old file or none, never a truncated one."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; renamed to `path` when the block ends well, so a
+    crash leaves the old file or none, never a truncated one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
+    yield partial
     os.replace(partial, path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as partial:
+        partial.write_text(text, encoding="utf-8")
 
 
 def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]] | Iterator[dict[str, Any]]) -> int:
-    """Write rows as JSONL atomically: a crash leaves the old file or none, never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    """Write rows as JSONL atomically (see atomic_path)."""
     count = 0
-    with open(partial, "w", encoding="utf-8") as handle:
+    with atomic_path(path) as partial, open(partial, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
-    os.replace(partial, path)
     return count
 
 

@@ -247,7 +247,6 @@ class MetricSink:
     def __init__(self, run_id: str, spill_path: str | Path | None = None, flush_timeout_s: float = 60.0):
         self.run_id, self.spill_path, self.flush_timeout_s = run_id, spill_path, flush_timeout_s
         self.unsent: list[Any] = []  # mlflow Metric entities, oldest first
-        self.failures = 0
         self.sending_since: float | None = None  # monotonic time the send in progress began
         self.warned = False
         self._queue: queue.Queue = queue.Queue()
@@ -301,7 +300,6 @@ class MetricSink:
                     self.warned = False
                 delay = 1.0
             except Exception as error:  # any transport or server error: keep the metrics, try again later
-                self.failures += 1
                 self._warn(f"{type(error).__name__}: {str(error)[:200]}")
                 if self._closing.wait(delay) and not self.unsent:
                     return

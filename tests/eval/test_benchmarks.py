@@ -7,7 +7,8 @@ import json
 import pytest
 from eval_helpers import synth_record, write_lines
 
-from univg.data.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark, target_from_text
+from univg.data.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark
+from univg.data.naming import target_from_text
 from univg.schema import record_reasons
 
 

@@ -10,11 +10,11 @@ Image paths are relative to `image_root` (default: the annotation file's folder)
 mig-synth (answers `indexed`, image index scored): the record contract, one object per line.
 mig-bench (`univg-r1`, image index never scored): the MIG-Bench JSON list {"task", "images",
   "question", "answer" [x1,y1,x2,y2], "additional_info", "need_format"}. `answer` is 0..1 floats
-  (slightly above 1: clamped) or 0..1000 in the revised copy, decided per file by majority (a row
-  whose largest value is <= 1.5 is 0..1; a row disagreeing with its file is quarantined); four
-  numbers in a string are accepted. Target: the image `additional_info` names ("It is in the
+  (up to 5% outside the image: clamped, kept in meta.box_clamped) or 0..1000 in the revised copy,
+  decided per file by majority (a row whose largest value is <= 1.5 is 0..1; a row disagreeing with
+  its file is quarantined); a string, NaN or an unknown task is quarantined. Target: the image `additional_info` names ("It is in the
   first image."), else the one the question grounds in ("locate it in the third image", "in
-  image 2", "Image-2", "second picture", "last frame"; target_from_text), else the last image.
+  image 2", "Image-2", "second picture", "last frame"; univg.data.naming.target_from_text), else the last image.
 univg-r1 (`univg-r1`): the release's {"question", "answer", "images", "task"?, "id"?,
   "target_image"?}; `answer` is text holding `(x1,y1),(x2,y2)` in 0..1000 (tags and an
   `Image-k:` prefix allowed; Image-k is then the target) or [x1,y1,x2,y2] (0..1000; all <= 1:
@@ -48,7 +48,7 @@ from PIL import Image
 from univg.answers import INSTRUCTIONS, parse_answer
 from univg.config import TASKS as MIG_BENCH_TASKS
 from univg.data.images import ImageError, ImagePolicy, image_problems, resolve_image
-from univg.data.naming import ORDINALS
+from univg.data.naming import ORDINALS, decide_target
 from univg.errors import UserError
 from univg.schema import COORD_MAX, read_jsonl_lines, record_reasons
 
@@ -119,46 +119,7 @@ def read_rows(path: Path) -> list[tuple[Any, list[str], str]]:
     return rows
 
 
-# ----------------------------------------------------------------------------- target image
-_NOUN = r"(?:image|picture|photo|frame|img|pic)"
-_MENTION = re.compile(rf"\b(?P<ord>{'|'.join(ORDINALS)}|last|final|\d+(?:st|nd|rd|th))\s+{_NOUN}\b"
-                      rf"|\b{_NOUN}\s*[-#:_]?\s*(?P<num>\d+)\b", re.IGNORECASE)
-_IN_BEFORE = re.compile(r"\b(?:in|on|within|inside)\s+(?:the\s+)?$", re.IGNORECASE)
-_VERB = re.compile(r"\b(?:locate|ground|find|detect|identify|output|give|mark|point out|determine|box|where)\b", re.I)
-
-
-def target_from_text(text: str, num_images: int) -> int | None:
-    """The 1-based image a question asks to ground in, or None. Among valid mentions ("third image",
-    "image 2", "Image-2", "second picture", "last frame"; not possessives like "Image-1's"): the
-    first "in/on <mention>" after the first grounding verb (locate, find, ...), else the last
-    "in/on <mention>", else the last mention."""
-    mentions = []
-    for match in _MENTION.finditer(text or ""):
-        num, word = match.group("num"), (match.group("ord") or "").lower()
-        k = int(num) if num else num_images if word in ("last", "final") else ORDINALS.get(word) or int(word[:-2])
-        if not 1 <= k <= num_images or text[match.end() : match.end() + 2] == "'s":
-            continue
-        after_in = _IN_BEFORE.search(text[max(0, match.start() - 24) : match.start()]) is not None
-        mentions.append((match.start(), k, after_in))
-    if not mentions:
-        return None
-    verb = _VERB.search(text)
-    after_verb = [k for start, k, after_in in mentions if verb and after_in and start > verb.start()]
-    if after_verb:
-        return after_verb[0]
-    in_mentions = [k for _, k, after_in in mentions if after_in]
-    return in_mentions[-1] if in_mentions else mentions[-1][1]
-
-
-def decide_target(num_images: int, *texts: tuple[str, str]) -> tuple[int, str]:
-    """(target, rule): the first (rule, text) that names an image, else the last image."""
-    for rule, text in texts:
-        found = target_from_text(text, num_images) if isinstance(text, str) else None
-        if found is not None:
-            return found, rule
-    return num_images, "default_last"
-
-
+# ----------------------------------------------------------------------------- boxes
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?")
 
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from univg.config import DataConfig
 from univg.errors import UserError
+from univg.schema import atomic_path
 
 MAX_IMAGE_PIXELS = 4096 * 4096
 MIN_IMAGE_SIDE = 4
@@ -31,6 +32,10 @@ MAX_ASPECT_RATIO = 200
 
 class ImageError(UserError, ValueError):
     """An image that is missing, unreadable, out of limits or outside the data root; the message names it."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than the limit (a server answers 413)."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,8 @@ def check_size(image: Image.Image, where: str | Path, max_pixels: int = MAX_IMAG
     """Refuse an image by its header size, before its pixels are decoded."""
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageError(f"image too large: {where} is {width}x{height} = {width * height} pixels "
-                         f"(limit {max_pixels})")
+        raise ImageTooLarge(f"image too large: {where} is {width}x{height} = {width * height} pixels, "
+                            f"over the limit of {max_pixels}")
     if min(width, height) < MIN_IMAGE_SIDE:
         raise ImageError(f"image too small: {where} is {width}x{height} (each side needs >= {MIN_IMAGE_SIDE} px)")
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
@@ -152,10 +157,8 @@ def load_record_images(record: dict, base_dir: str | Path, policy: ImagePolicy =
 
 def save_png(image: Image.Image, path: str | Path) -> None:
     """Save under a temporary name, then rename: a killed writer never leaves half a PNG."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    image.save(partial, format="PNG")
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        image.save(partial, format="PNG")
 
 
 def rebase_images(record: dict, from_dir: str | Path, to_dir: str | Path) -> dict:

@@ -1,6 +1,8 @@
 """Which images a text names: one parser, shared by the teachers, validation and the benchmark loaders.
 
 Every chain must end by naming the target image; `last_named_image` is how that is read.
+A benchmark question may say which image to ground in; `target_from_text` reads that, and
+`decide_target` picks a row's target image from the texts it has.
 `ORDINAL_WORDS` is the one table of ordinal image words ("the third image").
 """
 
@@ -38,3 +40,43 @@ def last_named_image(chain: str) -> int | None:
     """The image a chain's conclusion names: the last one it mentions (None: it names none)."""
     names = named_images(chain)
     return names[-1] if names else None
+
+
+# ----------------------------------------------------------------------------- a question's target
+_NOUN = r"(?:image|picture|photo|frame|img|pic)"
+_MENTION = re.compile(rf"\b(?P<ord>{'|'.join(ORDINALS)}|last|final|\d+(?:st|nd|rd|th))\s+{_NOUN}\b"
+                      rf"|\b{_NOUN}\s*[-#:_]?\s*(?P<num>\d+)\b", re.IGNORECASE)
+_IN_BEFORE = re.compile(r"\b(?:in|on|within|inside)\s+(?:the\s+)?$", re.IGNORECASE)
+_VERB = re.compile(r"\b(?:locate|ground|find|detect|identify|output|give|mark|point out|determine|box|where)\b", re.I)
+
+
+def target_from_text(text: str, num_images: int) -> int | None:
+    """The 1-based image a question asks to ground in, or None. Among valid mentions ("third image",
+    "image 2", "Image-2", "second picture", "last frame"; not possessives like "Image-1's"): the
+    first "in/on <mention>" after the first grounding verb (locate, find, ...), else the last
+    "in/on <mention>", else the last mention."""
+    mentions = []
+    for match in _MENTION.finditer(text or ""):
+        num, word = match.group("num"), (match.group("ord") or "").lower()
+        k = int(num) if num else num_images if word in ("last", "final") else ORDINALS.get(word) or int(word[:-2])
+        if not 1 <= k <= num_images or text[match.end() : match.end() + 2] == "'s":
+            continue
+        after_in = _IN_BEFORE.search(text[max(0, match.start() - 24) : match.start()]) is not None
+        mentions.append((match.start(), k, after_in))
+    if not mentions:
+        return None
+    verb = _VERB.search(text)
+    after_verb = [k for start, k, after_in in mentions if verb and after_in and start > verb.start()]
+    if after_verb:
+        return after_verb[0]
+    in_mentions = [k for _, k, after_in in mentions if after_in]
+    return in_mentions[-1] if in_mentions else mentions[-1][1]
+
+
+def decide_target(num_images: int, *texts: tuple[str, str]) -> tuple[int, str]:
+    """(target, rule): the first (rule, text) that names an image, else the last image."""
+    for rule, text in texts:
+        found = target_from_text(text, num_images) if isinstance(text, str) else None
+        if found is not None:
+            return found, rule
+    return num_images, "default_last"
