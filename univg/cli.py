@@ -280,15 +280,19 @@ def evaluate(
     image_root: Annotated[Path | None, typer.Option(help="Image folder (default: the file's folder).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N records.")] = None,
     answer_format: Annotated[str | None, typer.Option(help="indexed or univg-r1 (default: the benchmark's).")] = None,
-    coords: Annotated[str, typer.Option(help="How the model writes boxes: norm1000, pixels or qwen25.")] = "norm1000",
+    coords: Annotated[str | None, typer.Option(help="How the model writes boxes: norm1000, pixels or qwen25 (default: its family's convention, see univg.models.family).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA in bf16 when present, else CPU), cpu or cuda (default: eval.device).")] = None,
     pipeline: Annotated[bool, typer.Option("--pipeline", help="Evaluate the pipeline's base/sft/grpo models on the test split (the DVC stage).")] = False,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
     """Batched greedy generation, scoring with bootstrap intervals, and an HTML report."""
     cfg = params_from(params, set_)
+    device = _device(device or cfg.eval.device)
     if pipeline:
         from univg.eval.run import run_eval_stage
+
+        cfg.eval.device = device
 
         result = run_eval_stage(cfg, pipeline_models(cfg), Path(cfg.data.out_dir) / "test.jsonl",
                                 Path(cfg.eval.out_dir), Path(cfg.eval.metrics_file),
@@ -308,8 +312,18 @@ def evaluate(
     metrics = evaluate_model(model, benchmark, annotations, out, image_root=image_root,
                              batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                              limit=limit, report_samples=cfg.eval.report_samples, answer_format=answer_format,
-                             coords=coords, n_bootstrap=cfg.eval.n_bootstrap, params=cfg)
-    echo_json({k: metrics[k] for k in ("acc@0.3", "acc@0.5", "acc@0.7", "miou", "n", "avg") if k in metrics})
+                             coords=coords, n_bootstrap=cfg.eval.n_bootstrap, params=cfg, device=device,
+                             family=cfg.model.family)
+    if metrics is not None:  # None on the other ranks of a multi-process launch: rank 0 reports
+        echo_json({k: metrics[k] for k in ("acc@0.3", "acc@0.5", "acc@0.7", "miou", "n", "avg", "family") if k in metrics})
+
+
+def _device(device: str) -> str:
+    from univg.models.loading import DEVICES
+
+    if device not in DEVICES:
+        fail(f"--device {device!r}: choose from {', '.join(DEVICES)}")
+    return device
 
 
 def pipeline_models(cfg: Params) -> dict[str, str]:
@@ -374,19 +388,21 @@ def predict(
     out: Annotated[Path | None, typer.Option(help="Write the target image with the answer's box drawn (PNG).")] = None,
     answer_format: Annotated[str | None, typer.Option(help="indexed or univg-r1 (default: what the model was trained on).")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Generation budget.")] = 256,
+    device: Annotated[str, typer.Option(help="auto (CUDA in bf16 when present, else CPU), cpu or cuda.")] = "auto",
+    family: Annotated[str, typer.Option(help="How the model writes boxes: auto (from its config), qwen2_vl, qwen2_5_vl or qwen3_vl.")] = "auto",
 ) -> None:
     """Ask a model one grounding question and print the answer as JSON: the image it names, the box in 0..1000 and in pixels, the reasoning and the raw text."""
-    from univg.predict import InputError, Predictor, decode_image, draw_answer, read_answer
+    from univg.predict import InputError, Predictor, decode_image, draw_answer
 
     try:
         images = [decode_image(str(path.resolve()), _local_files(), f"--image {path}") for path in image]
-        predictor = Predictor(model, max_new_tokens=max_new_tokens)
+        predictor = Predictor(model, max_new_tokens=max_new_tokens, device=_device(device), family=family)
         reply = predictor.generate([(predictor.conversation(len(images), query, answer_format), images)])[0]
     except InputError as error:
         fail(str(error))
     except Exception as error:  # a model that cannot be found or loaded: one line, no traceback
         fail(f"{type(error).__name__}: {error}")
-    result = read_answer(reply.text, images)
+    result = predictor.read_answer(reply.text, images)
     if out is not None:
         drawn = draw_answer(images, result)
         if drawn is None:
@@ -418,6 +434,8 @@ def serve(
     max_pixels: Annotated[int, typer.Option(help="Pixels per image.")] = 4096 * 4096,
     max_body_mb: Annotated[float, typer.Option(help="Request body size in MiB.")] = 32.0,
     max_new_tokens: Annotated[int, typer.Option(help="Generation budget (caps a request's max_tokens).")] = 256,
+    device: Annotated[str, typer.Option(help="auto (CUDA in bf16 when present, else CPU), cpu or cuda.")] = "auto",
+    family: Annotated[str, typer.Option(help="How the model writes boxes: auto (from its config), qwen2_vl, qwen2_5_vl or qwen3_vl.")] = "auto",
 ) -> None:
     """Serve the model over HTTP: OpenAI-compatible /v1/chat/completions, /v1/ground, /health and /metrics, with batching. Set UNIVG_API_KEY to require a Bearer key."""
     from univg.predict import ImageLimits
@@ -429,7 +447,7 @@ def serve(
         max_body_bytes=int(max_body_mb * (1 << 20)), max_new_tokens=max_new_tokens,
         limits=ImageLimits(max_pixels=max_pixels, image_root=image_root),
     )
-    run(model, host, port, settings)
+    run(model, host, port, settings, device=_device(device), family=family)
 
 
 def main() -> None:  # pragma: no cover - console entry

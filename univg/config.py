@@ -95,6 +95,11 @@ class ModelConfig(Section):
         "path, a hub id or an MLflow models:/ URI.",
     )
     out_dir: str = Field("models/base", description="Where the base_model stage saves the checkpoint folder.")
+    family: Literal["auto", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"] = Field(
+        "auto",
+        description="How the model writes boxes (univg.models.family): 'auto' reads the checkpoint's model_type; "
+        "qwen2_vl and qwen3_vl 0..1000, qwen2_5_vl pixels of the resized image. For 'scratch', the family built.",
+    )
     vocab_size: int = Field(1024, ge=300, description="Tiny model (scratch, univg-tiny's recipe): BPE vocabulary size (before special tokens).")
     hidden_size: int = Field(128, ge=16, description="Tiny model: text hidden size.")
     num_layers: int = Field(4, ge=1, description="Tiny model: text decoder layers.")
@@ -281,29 +286,44 @@ def _paper_grpo() -> GRPOProfile:
     )
 
 
-class SFTConfig(Section):
-    profile: Literal["tiny-cpu", "qwen2-vl-7b"] = Field("tiny-cpu", description="Which profile below is used.")
+# The GPU profiles: the paper's settings (UniVG-R1 on Qwen2-VL-7B) carried to the newer bases. Only the
+# image budget differs: each keeps the paper's 512 visual tokens per image at its own patch grid
+# (28 px for Qwen2-VL and Qwen2.5-VL, 32 px for Qwen3-VL).
+QWEN3_MAX_PIXELS = 512 * 32 * 32
+GPU_PROFILES = ("qwen2-vl-7b", "qwen25-vl-7b", "qwen3-vl-8b")
+ProfileName = Literal["tiny-cpu", "qwen2-vl-7b", "qwen25-vl-7b", "qwen3-vl-8b"]
+
+
+class _Profiles(Section):
+    profile: ProfileName = Field(
+        "tiny-cpu", description="Which profile below is used: tiny-cpu (the offline CPU default), or the paper's "
+        "settings for a GPU base (qwen2-vl-7b, qwen25-vl-7b, qwen3-vl-8b; see docs/real-models.md).",
+    )
+
+    @property
+    def active(self) -> Any:
+        return getattr(self, self.profile.replace("-", "_"))
+
+
+class SFTConfig(_Profiles):
     out_dir: str = Field("models/sft", description="Checkpoint folder of the SFT stage.")
     resume: Literal["auto", "never"] = Field("auto", description="'auto' continues from the newest checkpoint.")
     tiny_cpu: SFTProfile = Field(default_factory=_tiny_sft, alias="tiny-cpu")
     qwen2_vl_7b: SFTProfile = Field(default_factory=_paper_sft, alias="qwen2-vl-7b")
+    qwen25_vl_7b: SFTProfile = Field(default_factory=_paper_sft, alias="qwen25-vl-7b")
+    qwen3_vl_8b: SFTProfile = Field(
+        default_factory=lambda: _paper_sft().model_copy(update={"max_pixels": QWEN3_MAX_PIXELS}), alias="qwen3-vl-8b")
 
-    @property
-    def active(self) -> SFTProfile:
-        return self.tiny_cpu if self.profile == "tiny-cpu" else self.qwen2_vl_7b
 
-
-class GRPOConfig(Section):
-    profile: Literal["tiny-cpu", "qwen2-vl-7b"] = Field("tiny-cpu", description="Which profile below is used.")
+class GRPOConfig(_Profiles):
     init: Literal["sft", "base"] = Field("sft", description="Start from the SFT checkpoint or the base model.")
     out_dir: str = Field("models/grpo", description="Checkpoint folder of the GRPO stage.")
     resume: Literal["auto", "never"] = Field("auto", description="'auto' continues from the newest checkpoint.")
     tiny_cpu: GRPOProfile = Field(default_factory=_tiny_grpo, alias="tiny-cpu")
     qwen2_vl_7b: GRPOProfile = Field(default_factory=_paper_grpo, alias="qwen2-vl-7b")
-
-    @property
-    def active(self) -> GRPOProfile:
-        return self.tiny_cpu if self.profile == "tiny-cpu" else self.qwen2_vl_7b
+    qwen25_vl_7b: GRPOProfile = Field(default_factory=_paper_grpo, alias="qwen25-vl-7b")
+    qwen3_vl_8b: GRPOProfile = Field(
+        default_factory=lambda: _paper_grpo().model_copy(update={"max_pixels": QWEN3_MAX_PIXELS}), alias="qwen3-vl-8b")
 
 
 class EvalConfig(Section):
@@ -321,6 +341,10 @@ class EvalConfig(Section):
         "univg_train.json), else the benchmark's default (mig-synth: indexed).",
     )
     limit: int = Field(0, ge=0, description="Evaluate only the first N rows of the annotations (0: all).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the model runs: 'auto' is CUDA (bf16) when present, else CPU. Under "
+        "`accelerate launch` each process takes its own GPU and a slice of the benchmark.",
+    )
     compare_file: str = Field("metrics/compare.json", description="Paired bootstrap comparisons sft-base, grpo-sft.")
     plots_file: str = Field("plots/eval_per_task.csv", description="dvc plots data: model, task, acc@0.5.")
 

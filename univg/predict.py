@@ -27,6 +27,7 @@ from PIL import Image
 from univg.answers import DEFAULT_FORMAT, check_format, parse_answer
 from univg.data.images import ImageError, ImageTooLarge, check_size, to_rgb
 from univg.errors import UserError
+from univg.models.family import FAMILIES, ModelFamily, PixelLimits, family_of, limits_of
 from univg.prompts import user_message
 from univg.schema import norm_to_pixels
 
@@ -126,25 +127,32 @@ def encode_png(image: Image.Image) -> str:
 
 
 # ----------------------------------------------------------------------------- answers
-def read_answer(text: str, images: Sequence[Image.Image]) -> dict[str, Any]:
-    """{response, reasoning, box (0..1000), box_pixels, image_index} of one reply.
+def read_answer(text: str, images: Sequence[Image.Image], family: ModelFamily = FAMILIES["qwen2_vl"],
+                limits: PixelLimits | None = None) -> dict[str, Any]:
+    """{response, reasoning, box (0..1000), box_pixels, box_model, image_index, target_image} of one reply.
 
-    The target image is the one the answer names (indexed format), or the only image; with
-    several images and no index, box_pixels is null.
+    The target image is the one the answer names (indexed format), or the only image. `box_model`
+    is the box as the model wrote it (its family's convention, univg.models.family); `box` is that
+    box in 0..1000 of the target image, `box_pixels` in its pixels. With several images and no
+    index, box_pixels is null, and so is box for a family that writes pixels (the image is unknown).
     """
     parsed = parse_answer(text, allow_untagged=True)
     think = _THINK.search(text)
     index = parsed.image_index if parsed else None
     target = index if index is not None else (1 if len(images) == 1 else None)
-    pixels = None
+    box = pixels = None
     if parsed and target is not None and 1 <= target <= len(images):
         width, height = images[target - 1].size
-        pixels = [round(v, 1) for v in norm_to_pixels(parsed.box, width, height)]
+        box = [round(v) for v in family.to_norm1000(parsed.box, (width, height), limits)]
+        pixels = [round(v, 1) for v in norm_to_pixels(box, width, height)]
+    elif parsed and not family.pixel_boxes:
+        box = list(parsed.box)
     return {
         "response": text,
         "reasoning": think.group(1).strip() if think else None,
-        "box": list(parsed.box) if parsed else None,
+        "box": box,
         "box_pixels": pixels,
+        "box_model": list(parsed.box) if parsed else None,
         "image_index": index,
         "target_image": target,
     }
@@ -166,12 +174,15 @@ def draw_answer(images: Sequence[Image.Image], answer: dict[str, Any]) -> Image.
 class Predictor:
     """A loaded model (on the GPU when there is one) answering grounding questions, greedily."""
 
-    def __init__(self, model_ref: str | Path, max_new_tokens: int = 256, device: str = "auto") -> None:
+    def __init__(self, model_ref: str | Path, max_new_tokens: int = 256, device: str = "auto",
+                 family: str = "auto") -> None:
         from univg.models.loading import load_model_and_processor, trained_answer_format
 
         self.model_ref = str(model_ref)
         self.model, self.processor = load_model_and_processor(self.model_ref, padding_side="left", device=device)
         self.model.eval()
+        self.family = family_of(self.model, family)  # how the model writes boxes
+        self.limits = limits_of(self.processor, self.family)
         self.max_new_tokens = max_new_tokens
         # Ask in the format the model was trained to answer in, unless a request says otherwise.
         self.answer_format = trained_answer_format(self.model_ref) or DEFAULT_FORMAT
@@ -180,7 +191,8 @@ class Predictor:
         if not isinstance(question, str) or not question.strip():
             raise InputError("the question is empty")
         try:
-            return [user_message(n_images, question.strip(), check_format(answer_format or self.answer_format))]
+            return [user_message(n_images, question.strip(), check_format(answer_format or self.answer_format),
+                                 self.family.prompt_note)]
         except ValueError as error:
             raise InputError(str(error)) from None
 
@@ -198,7 +210,11 @@ class Predictor:
             raise InputError("at least one image is needed")
         decoded = [decode_image(item, where=f"image {k}") for k, item in enumerate(images, start=1)]
         reply = self.generate([(self.conversation(len(decoded), question, answer_format), decoded)])[0]
-        return read_answer(reply.text, decoded)
+        return self.read_answer(reply.text, decoded)
+
+    def read_answer(self, text: str, images: Sequence[Image.Image]) -> dict[str, Any]:
+        """`read_answer` in this model's box convention."""
+        return read_answer(text, images, self.family, self.limits)
 
 
 # ----------------------------------------------------------------------------- MLflow pyfunc

@@ -267,14 +267,15 @@ def chat_response(model: str, results: list[Any], budget: int) -> dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- the app
-def create_app(model_ref: str | Path, settings: ServeSettings | None = None) -> Any:
-    """The FastAPI app; the model loads now, so /health answering means ready to predict."""
+def create_app(model_ref: str | Path, settings: ServeSettings | None = None, device: str = "auto",
+               family: str = "auto") -> Any:
+    """The FastAPI app; the model loads now (on `device`), so /health answering means ready to predict."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, PlainTextResponse
 
     settings = settings or ServeSettings()
     api_key = settings.api_key if settings.api_key is not None else os.environ.get(API_KEY_ENV) or None
-    predictor = Predictor(model_ref, max_new_tokens=settings.max_new_tokens)
+    predictor = Predictor(model_ref, max_new_tokens=settings.max_new_tokens, device=device, family=family)
     metrics = Metrics()
     batcher = Batcher(predictor, settings, metrics)
     app = FastAPI(title="univg", description="Multi-image visual grounding (UniVG-R1), OpenAI-compatible.")
@@ -322,6 +323,7 @@ def create_app(model_ref: str | Path, settings: ServeSettings | None = None) -> 
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": predictor.model_ref, "answer_format": predictor.answer_format,
+                "family": predictor.family.name, "device": str(predictor.model.device),
                 "queue_depth": batcher.queue.qsize()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -331,7 +333,7 @@ def create_app(model_ref: str | Path, settings: ServeSettings | None = None) -> 
     async def ground(body: dict[str, Any]) -> dict[str, Any]:
         job, images = ground_job(body, predictor, settings)
         result = (await run([job]))[0]
-        out = read_answer(result.text, images)
+        out = predictor.read_answer(result.text, images)
         out["answer_format"] = body.get("answer_format") or predictor.answer_format
         if body.get("draw"):
             drawn = draw_answer(images, out)
@@ -357,8 +359,9 @@ def create_app(model_ref: str | Path, settings: ServeSettings | None = None) -> 
     return app
 
 
-def serve(model_ref: str | Path, host: str = "127.0.0.1", port: int = 8080, settings: ServeSettings | None = None) -> None:
+def serve(model_ref: str | Path, host: str = "127.0.0.1", port: int = 8080, settings: ServeSettings | None = None,
+          device: str = "auto", family: str = "auto") -> None:
     """Run the server with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(model_ref, settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(model_ref, settings, device, family), host=host, port=port, log_level="info")

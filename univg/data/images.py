@@ -123,6 +123,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def header_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image from its header, size rules checked; pixels are not decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            check_size(image, path, max_pixels)
+            return image.size
+    except ImageError:
+        raise
+    except Exception as error:  # not an image, or a header PIL cannot read
+        raise ImageError(f"image not readable: {path} ({type(error).__name__}: {error})") from None
+
+
 def open_rgb(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open one image fully decoded in RGB, or raise ImageError naming the file and the problem."""
     path = Path(path)

@@ -57,10 +57,10 @@ def batches_by_length(samples: list[BenchmarkSample], base_dir: Path, batch_size
 
 
 def load_sample(sample: BenchmarkSample, base_dir: Path, answer_format: str,
-                policy: ImagePolicy = ImagePolicy()) -> tuple[list[dict], list[Any]]:
+                policy: ImagePolicy = ImagePolicy(), family_note: str = "") -> tuple[list[dict], list[Any]]:
     """(messages, images) of one sample; ImageError when an image is missing, corrupt or refused."""
     images = [open_rgb(p, policy.max_pixels) for p in resolve_images(sample.record["images"], base_dir, policy)]
-    return [user_message(len(images), sample.record["question"], answer_format)], images
+    return [user_message(len(images), sample.record["question"], answer_format, family_note)], images
 
 
 def error_row(index: int, message: str) -> dict[str, Any]:
@@ -84,20 +84,30 @@ def generate_predictions(
     answer_format: str,
     batch_size: int = 16,
     progress: bool = True,
+    family_note: str = "",
+    shard: tuple[int, int] = (0, 1),
 ) -> list[dict[str, Any]]:
     """One prediction row per row of the benchmark file, sorted by index.
 
     `generate(batch_messages, batch_images) -> texts` does the model work (see `model_generate`);
     keeping it a parameter lets the same loop drive a local model, a server or a test double.
+    `shard` (rank, world): this process takes every world-th batch of the one-process batch order,
+    starting at its rank, so each batch (and so each answer) is exactly the one-process run's; the
+    ranks' rows together are one row per record (quarantined rows come from rank 0).
     """
-    rows = [error_row(q["index"], "quarantined: " + "; ".join(q["reasons"])) for q in benchmark.quarantined]
+    rank, world = shard
+    rows = [error_row(q["index"], "quarantined: " + "; ".join(q["reasons"])) for q in benchmark.quarantined
+            if rank == 0]
     attempted = 0
-    bar = tqdm(total=len(benchmark.samples), desc=f"eval {benchmark.name}", unit="sample", disable=not progress)
-    for batch in batches_by_length(benchmark.samples, benchmark.base_dir, batch_size, benchmark.policy):
+    batches = batches_by_length(benchmark.samples, benchmark.base_dir, batch_size, benchmark.policy)[rank::world]
+    bar = tqdm(total=sum(map(len, batches)), desc=f"eval {benchmark.name}" + (f" [{rank}/{world}]" if world > 1 else ""),
+               unit="sample", disable=not progress)
+    for batch in batches:
         ready = []
         for sample in batch:
             try:
-                ready.append((sample.index, *load_sample(sample, benchmark.base_dir, answer_format, benchmark.policy)))
+                ready.append((sample.index, *load_sample(sample, benchmark.base_dir, answer_format, benchmark.policy,
+                                                         family_note)))
             except ImageError as error:
                 rows.append(error_row(sample.index, str(error)))
         if ready:

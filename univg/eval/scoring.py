@@ -44,6 +44,7 @@ import numpy as np
 from univg.answers import check_format, completion_text, parse_answer
 from univg.data.benchmarks import BenchmarkSample, LoadedBenchmark, image_size, load_benchmark
 from univg.eval.stats import bootstrap_ci, stratified_bootstrap_mean_of_means
+from univg.models.family import FAMILIES, PixelLimits
 from univg.schema import COORD_MAX, iou, read_jsonl_lines, write_jsonl
 
 THRESHOLDS = (0.3, 0.5, 0.7)
@@ -126,13 +127,11 @@ def to_norm1000(box: list[float], coords: str, size: tuple[int, int] | None = No
         return [float(v) for v in box]
     if size is None:
         raise ValueError(f"coords {coords!r} needs the target image size")
-    width, height = size
     if coords == "qwen25":
-        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-        height, width = smart_resize(height, width, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
-    elif coords != "pixels":
+        return FAMILIES["qwen2_5_vl"].to_norm1000(box, size, PixelLimits(min_pixels, max_pixels, factor=28))
+    if coords != "pixels":
         raise ValueError(f"unknown coords {coords!r}; choose from {list(COORDS)}")
+    width, height = size
     x1, y1, x2, y2 = box
     return [x1 * COORD_MAX / width, y1 * COORD_MAX / height, x2 * COORD_MAX / width, y2 * COORD_MAX / height]
 

@@ -257,12 +257,36 @@ def _torch_dtype(dtype: Any) -> Any:
     return dtype
 
 
-def _pick_device(device: str | None) -> str | None:
-    if device != "auto":
-        return device
-    import torch
+DEVICES = ("auto", "cpu", "cuda")
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+def choose_placement(device: str | None, dtype: Any = None, cuda_available: bool | None = None,
+                     local_rank: int | None = None) -> tuple[str | None, Any]:
+    """(device, dtype) to load a model for inference.
+
+    device: None leaves the model where it loads (CPU); 'auto' is CUDA when present, else CPU; 'cuda'
+    without a GPU is an error, not a silent CPU run. Under a multi-process launch (LOCAL_RANK) each
+    process takes its own GPU. On a GPU an unset dtype becomes bfloat16 (what Qwen VL checkpoints
+    are trained in); on CPU the checkpoint's own dtype is kept.
+    """
+    if device is None:
+        return None, dtype
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
+    if device == "auto":
+        device = "cuda" if cuda_available else "cpu"
+    if device.startswith("cuda"):
+        if not cuda_available:
+            raise ModelNotAvailable(f"device {device!r} asked for, but torch sees no CUDA GPU (use --device auto or cpu)")
+        if device == "cuda" and local_rank >= 0:
+            device = f"cuda:{local_rank}"
+        if dtype is None:
+            dtype = "bfloat16"
+    return device, dtype
 
 
 def _adapter_base(adapter_dir: Path) -> str:
@@ -341,12 +365,13 @@ def load_model_and_processor(
     """Load (model, processor) from a folder, adapter folder, hub id or MLflow URI.
 
     dtype: None/'auto' keeps the checkpoint's dtype; 'float32', 'bfloat16' or a torch.dtype casts.
-    device: None leaves the model on CPU, 'auto' picks CUDA when present, else any torch device.
+    device: None leaves the model on CPU, 'auto' picks CUDA when present (bf16), else any torch device\n      (see choose_placement).
     trainable: keep a LoRA adapter unmerged and trainable and leave the model in train mode;
       otherwise adapters are merged and the model is put in eval mode.
     max_pixels: cap the processor's image area (the paper trains at 401408 = 512*28*28).
     Raises ModelNotAvailable with a one-line explanation when the reference cannot be resolved.
     """
+    device, dtype = choose_placement(device, dtype)
     model, processor = _load(ref, dtype, trainable, cache_dir, attn_implementation, depth=0)
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = padding_side
@@ -354,7 +379,6 @@ def load_model_and_processor(
         tokenizer.pad_token = tokenizer.eos_token
     if max_pixels is not None:
         set_max_pixels(processor, max_pixels)
-    device = _pick_device(device)
     if device:
         model = model.to(device)
     model.train(trainable)

@@ -1,7 +1,8 @@
-"""The offline tiny Qwen2-VL: tokenizer, processor and randomly initialised model, built locally.
+"""The offline tiny Qwen VL models: tokenizer, processor and randomly initialised model, built locally.
 
 No machine here reaches a model hub, so the default base model is built from scratch, with the
-same architecture, processor, special tokens and chat format as Qwen2-VL. Everything downstream
+same architecture, processor, special tokens and chat format as Qwen2-VL (the default), or as
+Qwen2.5-VL or Qwen3-VL (`model.family`): each from its real transformers config class, shrunk. Everything downstream
 (SFT, GRPO, evaluation, serving) then runs the real transformers/TRL code paths, and the same code
 loads a real Qwen2-VL checkpoint when one is given.
 
@@ -48,7 +49,8 @@ REASONING_TAGS: tuple[str, ...] = ("<think>", "</think>", "<answer>", "</answer>
 EOS_TOKEN = "<|im_end|>"  # end of an assistant turn: generation stops here
 PAD_TOKEN = "<|endoftext|>"
 
-PATCH_SIZE = 14
+PATCH_SIZE = 14  # Qwen2-VL and Qwen2.5-VL; Qwen3-VL's is 16
+PATCH_SIZES = {"qwen2_vl": 14, "qwen2_5_vl": 14, "qwen3_vl": 16}
 SPATIAL_MERGE = 2
 TEMPORAL_PATCH = 2
 INFO_FILE = "univg_model.json"
@@ -164,17 +166,29 @@ def token_ids(tokenizer) -> dict[str, int]:
 
 
 # ----------------------------------------------------------------------------- processor
-def build_processor(tokenizer, cfg: ModelConfig):
-    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+def build_processor(tokenizer, cfg: ModelConfig, family: str = "qwen2_vl"):
+    from transformers import (
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3VLProcessor,
+    )
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
     # Normalise around the synthetic background grey, so background patches are ~0 and objects
     # dominate the features (with CLIP's statistics the near-constant background swamped them and
     # the model learned to ignore its images).
-    vision = {"patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH, "merge_size": SPATIAL_MERGE,
+    vision = {"patch_size": PATCH_SIZES[family], "temporal_patch_size": TEMPORAL_PATCH, "merge_size": SPATIAL_MERGE,
               "image_mean": [cfg.pixel_mean] * 3, "image_std": [cfg.pixel_std] * 3}
+    processor_class, video_class = {
+        "qwen2_vl": (Qwen2VLProcessor, Qwen2VLVideoProcessor),
+        "qwen2_5_vl": (Qwen2_5_VLProcessor, Qwen2VLVideoProcessor),
+        "qwen3_vl": (Qwen3VLProcessor, Qwen3VLVideoProcessor),
+    }[family]
     image_processor = Qwen2VLImageProcessor(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, **vision)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, **vision)
-    return Qwen2VLProcessor(
+    video_processor = video_class(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, **vision)
+    return processor_class(
         image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
         chat_template=CHAT_TEMPLATE,
     )
@@ -210,10 +224,12 @@ def check_sizes(cfg: ModelConfig) -> None:
         raise ValueError("model config: " + "; ".join(problems))
 
 
-def build_config(cfg: ModelConfig, ids: dict[str, int], vocab_size: int):
-    from transformers import Qwen2VLConfig
+def build_config(cfg: ModelConfig, ids: dict[str, int], vocab_size: int, family: str = "qwen2_vl"):
+    """The family's real transformers config class, shrunk to the sizes in `cfg`."""
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
 
     head_dim = cfg.hidden_size // cfg.num_heads
+    rope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section(head_dim)}
     text_config = {
         "vocab_size": vocab_size,
         "hidden_size": cfg.hidden_size,
@@ -222,25 +238,34 @@ def build_config(cfg: ModelConfig, ids: dict[str, int], vocab_size: int):
         "num_attention_heads": cfg.num_heads,
         "num_key_value_heads": cfg.num_kv_heads,
         "max_position_embeddings": 4096,
-        "max_window_layers": cfg.num_layers,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section(head_dim)},
+        "rope_parameters": rope,
         "bos_token_id": ids[PAD_TOKEN],  # as in Qwen2-VL: <|endoftext|>, never prepended
         "eos_token_id": ids[EOS_TOKEN],
         "pad_token_id": ids[PAD_TOKEN],
     }
-    vision_config = {
-        "depth": cfg.vision_depth,
-        "embed_dim": cfg.vision_embed_dim,
-        "hidden_size": cfg.hidden_size,  # the merger projects straight into the text width
-        "num_heads": cfg.vision_heads,
-        "mlp_ratio": 4,
-        "patch_size": PATCH_SIZE,
-        "spatial_merge_size": SPATIAL_MERGE,
-        "temporal_patch_size": TEMPORAL_PATCH,
-    }
-    return Qwen2VLConfig(
+    vision = {"depth": cfg.vision_depth, "num_heads": cfg.vision_heads, "patch_size": PATCH_SIZES[family],
+              "spatial_merge_size": SPATIAL_MERGE, "temporal_patch_size": TEMPORAL_PATCH}
+    if family == "qwen2_vl":
+        config_class = Qwen2VLConfig
+        text_config["max_window_layers"] = cfg.num_layers
+        # the merger projects straight into the text width
+        vision.update(embed_dim=cfg.vision_embed_dim, hidden_size=cfg.hidden_size, mlp_ratio=4)
+    elif family == "qwen2_5_vl":
+        config_class = Qwen2_5_VLConfig
+        text_config["max_window_layers"] = cfg.num_layers
+        vision.update(hidden_size=cfg.vision_embed_dim, intermediate_size=4 * cfg.vision_embed_dim,
+                      out_hidden_size=cfg.hidden_size, window_size=112, fullatt_block_indexes=[cfg.vision_depth - 1])
+    elif family == "qwen3_vl":
+        config_class = Qwen3VLConfig
+        text_config.update(head_dim=head_dim, rope_parameters={**rope, "mrope_interleaved": True})
+        vision.update(hidden_size=cfg.vision_embed_dim, intermediate_size=4 * cfg.vision_embed_dim,
+                      out_hidden_size=cfg.hidden_size, num_position_embeddings=256,
+                      deepstack_visual_indexes=[cfg.vision_depth - 1])
+    else:
+        raise ValueError(f"no tiny build for model family {family!r}; choose from {sorted(PATCH_SIZES)}")
+    return config_class(
         text_config=text_config,
-        vision_config=vision_config,
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -255,10 +280,10 @@ def build_config(cfg: ModelConfig, ids: dict[str, int], vocab_size: int):
 def init_model(config, seed: int):
     """Deterministic random weights: the same seed gives bit-identical parameters."""
     import torch
-    from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText, GenerationConfig
 
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration._from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
     text = config.text_config
     model.generation_config = GenerationConfig(
         bos_token_id=text.bos_token_id,
@@ -300,7 +325,8 @@ def seeing_init(model, gain: float = 1.0) -> int:
 
 # ----------------------------------------------------------------------------- factory
 def build_tiny_model(cfg: ModelConfig, corpus: Iterable[str], out_dir: Path) -> dict[str, Any]:
-    """Train the tokenizer on `corpus`, build processor + model, save all to `out_dir`; returns the info dict.
+    """Train the tokenizer on `corpus`, build processor + model of family `cfg.family` ('auto': Qwen2-VL),
+    save all to `out_dir`; returns the info dict.
 
     The folder loads with AutoProcessor / AutoModelForImageTextToText.from_pretrained(out_dir) and
     holds `univg_model.json` (parameter counts, vocabulary size, token ids, sizes).
@@ -309,13 +335,15 @@ def build_tiny_model(cfg: ModelConfig, corpus: Iterable[str], out_dir: Path) -> 
     out_dir = Path(out_dir)
     check_sizes(cfg)
 
+    family = "qwen2_vl" if cfg.family == "auto" else cfg.family
+
     # --- tokenizer and processor
     tokenizer = train_tokenizer(corpus, cfg.vocab_size)
     ids = token_ids(tokenizer)
-    processor = build_processor(tokenizer, cfg)
+    processor = build_processor(tokenizer, cfg, family)
 
     # --- model
-    config = build_config(cfg, ids, vocab_size=len(tokenizer))
+    config = build_config(cfg, ids, vocab_size=len(tokenizer), family=family)
     model = init_model(config, cfg.seed)
     if cfg.seeing_init:
         seeing_init(model)

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from transformers import TrainerCallback
 
 from univg.answers import ParsedAnswer, parse_answer
-from univg.schema import iou, norm_to_pixels
+from univg.schema import COORD_MAX, iou, norm_to_pixels
 
 PRED_COLOR = (230, 30, 30)  # red: what the model answered
 TRUTH_COLOR = (30, 200, 60)  # green: the ground truth
@@ -99,8 +99,14 @@ def sample_panel(example: dict[str, Any], completion: str) -> tuple[Image.Image,
     """Draw one generated answer on the example's target image; returns the panel and its IoU."""
     parsed: ParsedAnswer | None = parse_answer(completion)
     target = int(example["target_image"])
-    truth = list(example["box"])
+    truth = list(example["box"])  # as the model family writes boxes (univg.train.examples)
     score = iou(parsed.box, truth) if parsed is not None else 0.0
+    width, height = example.get("box_extent") or (COORD_MAX, COORD_MAX)
+
+    def norm1000(box: Any) -> list[float] | None:  # drawing works in 0..1000 of the image
+        return None if box is None else [box[0] * COORD_MAX / width, box[1] * COORD_MAX / height,
+                                         box[2] * COORD_MAX / width, box[3] * COORD_MAX / height]
+
     named = parsed.image_index if parsed is not None else None
     caption = "\n".join(
         [
@@ -109,7 +115,8 @@ def sample_panel(example: dict[str, Any], completion: str) -> tuple[Image.Image,
             f"gt:   {truth}",
         ]
     )
-    return draw_boxes(example["images"][target - 1], parsed.box if parsed else None, truth, caption), score
+    return draw_boxes(example["images"][target - 1], norm1000(parsed.box if parsed else None), norm1000(truth),
+                      caption), score
 
 
 class SampleGenerationCallback(TrainerCallback):

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from univg.config import GRPOProfile, Params
-from univg.data.images import ImagePolicy, stage_policy
+from univg.data.images import stage_policy
+from univg.models.family import ModelFamily, PixelLimits, family_of, limits_of
 from univg.models.loading import parameter_counts
 from univg.schema import RecordError
 from univg.train.common import (
@@ -32,6 +33,7 @@ from univg.train.common import (
     resume_checkpoint,
     save_final,
 )
+from univg.train.examples import TrainingRecords, build_examples, lazy_dataset, read_training_records
 from univg.train.weighting import difficulty_weights  # noqa: F401  (the contract's documented home)
 
 SUMMARY_FILE = "grpo_summary.json"
@@ -94,16 +96,11 @@ def build_grpo_args(profile: GRPOProfile, out_dir: str | Path, max_steps: int | 
 
 
 # ----------------------------------------------------------------------------- helpers
-def load_prompts(train_file: Path, image_root: Path | None, answer_format: str, policy: ImagePolicy | None = None):
-    """Records -> a datasets.Dataset of GRPO prompts (images + question; box/target_image for rewards)."""
-    from datasets import Dataset
-
-    from univg.train.examples import load_examples
-
-    examples = load_examples(train_file, image_root, answer_format=answer_format, with_completion=False, policy=policy)
-    if not examples:
-        raise RecordError(f"{train_file}: no records to train on")
-    return Dataset.from_list(examples)
+def load_prompts(records: TrainingRecords, answer_format: str, family: ModelFamily, limits: PixelLimits):
+    """Records -> a datasets.Dataset of GRPO prompts (images opened per batch; box/target_image for rewards)."""
+    if not records.records:
+        raise RecordError(f"{records.path}: no records to train on")
+    return lazy_dataset(build_examples(records, answer_format, with_completion=False, family=family, limits=limits))
 
 
 _HEADLINE = ("reward", "rewards/iou_reward/mean", "rewards/format_reward/mean", "kl", "loss",
@@ -152,13 +149,17 @@ def train_grpo(
     with stage_run("grpo", params, log_params=run_params):
         import mlflow
 
-        # --- load data: prompts with image placeholders; box / target_image feed the rewards
-        dataset = load_prompts(train_file, image_root, answer_format, stage_policy(train_file, image_root, params.data))
-        log_jsonl_input(train_file, name="grpo-train", context="training")  # after the strict read above
+        # --- read data (strictly first: a bad line stops here with file:line, before anything is logged)
+        records = read_training_records(train_file, image_root, policy=stage_policy(train_file, image_root, params.data))
+        log_jsonl_input(train_file, name="grpo-train", context="training")
 
         # --- load model (after the arguments: under ZeRO-3 they must exist before from_pretrained)
         args = build_grpo_args(profile, out_dir, max_steps)
         model, processor = load_for_training(init_model, profile)
+
+        # --- prompts; box / target_image feed the rewards, box in the model family's convention
+        family = family_of(model, params.model.family)
+        dataset = load_prompts(records, answer_format, family, limits_of(processor, family))
 
         # --- decide where to start
         fingerprint = input_fingerprint(train_file, str(init_model), profile, answer_format)
@@ -195,6 +196,7 @@ def train_grpo(
         final = save_final(trainer, processor, out_dir, info={
             "stage": "grpo", "init_model": str(init_model), "global_step": trainer.state.global_step,
             "answer_format": answer_format, "profile": params.grpo.profile, "weighting": profile.weighting,
+            "family": family.name,
         })
 
         # --- log

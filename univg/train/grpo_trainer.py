@@ -119,7 +119,7 @@ class DifficultyWeightedGRPOTrainer(GRPOTrainer):
         for index in range(0, min(len(inputs), group_size * SAMPLES_KEPT), group_size):
             row = inputs[index]
             if {"images", "box", "target_image"} <= row.keys():
-                example = {key: row.get(key) for key in ("images", "box", "target_image", "id", "task")}
+                example = {key: row.get(key) for key in ("images", "box", "box_extent", "target_image", "id", "task")}
                 kept.append({"example": example, "completion": completions[index],
                              "step": int(self.state.global_step)})
         self.latest_samples = kept

@@ -23,6 +23,7 @@ from typing import Any
 
 from univg.config import Params
 from univg.data.images import stage_policy
+from univg.models.family import family_of, limits_of
 from univg.train.common import (
     build_training_kwargs,
     checkpoint_step,
@@ -34,6 +35,7 @@ from univg.train.common import (
     resume_checkpoint,
     save_final,
 )
+from univg.train.examples import build_examples, lazy_dataset, open_example, read_training_records
 
 SAMPLE_EXAMPLES = 4  # drawn every `sample_every_steps`: a handful is enough to see the trend
 DROPPED_FILE = "dropped.jsonl"
@@ -91,7 +93,7 @@ def sequence_lengths(examples: Sequence[dict[str, Any]], processor: Any) -> list
     collator = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)
 
     def exact(example: dict[str, Any]) -> int:
-        return int(collator([dict(example)])["input_ids"].shape[1])
+        return int(collator([open_example(example)])["input_ids"].shape[1])
 
     if not examples:
         return []
@@ -119,7 +121,7 @@ def _fast_lengths(examples: Sequence[dict[str, Any]], processor: Any) -> list[in
     completion_ids = tokenizer([t["completion"] for t in texts], add_special_tokens=False)["input_ids"]
     lengths = []
     for example, prompt, completion in zip(examples, prompt_ids, completion_ids, strict=True):
-        sizes = [(image.height, image.width) for image in example["images"]]
+        sizes = [(height, width) for width, height in example["image_sizes"]]
         image_tokens = processor._get_num_multimodal_tokens(image_sizes=sizes)["num_image_tokens"]
         # the template writes one placeholder token per image; the processor expands it
         lengths.append(len(prompt) + len(completion) + sum(n - 1 for n in image_tokens))
@@ -142,13 +144,6 @@ def drop_overlong(
     return kept, dropped
 
 
-def to_dataset(examples: list[dict[str, Any]]):
-    """A datasets.Dataset with TRL's columns (prompt, completion, images) plus the record fields."""
-    from datasets import Dataset
-
-    return Dataset.from_list(examples)
-
-
 # ----------------------------------------------------------------------------- the stage
 def train_sft(
     params: Params,
@@ -169,7 +164,6 @@ def train_sft(
 
     from univg.tracking import log_jsonl_input, log_model_checkpoint, stage_run
     from univg.train.callbacks import MlflowMetricsCallback, SampleGenerationCallback
-    from univg.train.examples import load_examples
 
     profile = params.sft.active
     answer_format = params.cot.answer_format
@@ -185,15 +179,18 @@ def train_sft(
     with stage_run("sft", params, log_params=run_params) if tracking else contextlib.nullcontext():
         import mlflow
 
-        # --- load data (read strictly first: a bad line stops here with file:line, before anything is logged)
-        examples = load_examples(train_file, image_root, answer_format,
-                                 policy=stage_policy(train_file, image_root, params.data))
+        # --- read data (strictly first: a bad line stops here with file:line, before anything is logged)
+        records = read_training_records(train_file, image_root, policy=stage_policy(train_file, image_root, params.data))
         if tracking:
             log_jsonl_input(train_file, name="sft-train", context="training")
 
         # --- load model (after the arguments: under ZeRO-3 they must exist before from_pretrained)
         args = build_sft_args(profile, out_dir, max_steps)
         model, processor = load_for_training(base_model, profile)
+
+        # --- examples: targets in the model family's box convention, images opened per batch
+        family = family_of(model, params.model.family)
+        examples = build_examples(records, answer_format, family=family, limits=limits_of(processor, family))
 
         # --- drop samples over the token cutoff (never truncate)
         kept, dropped = drop_overlong(examples, processor, profile.max_length)
@@ -214,12 +211,12 @@ def train_sft(
         trainer = SFTTrainer(
             model=model,
             args=args,
-            train_dataset=to_dataset(kept),
+            train_dataset=lazy_dataset(kept),
             processing_class=processor,
             peft_config=lora_config(profile) if profile.use_lora else None,
             callbacks=[
                 MlflowMetricsCallback(),
-                SampleGenerationCallback(kept[:SAMPLE_EXAMPLES], processor, profile.sample_every_steps),
+                SampleGenerationCallback([open_example(e) for e in kept[:SAMPLE_EXAMPLES]], processor, profile.sample_every_steps),
                 *(callbacks or []),
             ],
         )
@@ -235,7 +232,7 @@ def train_sft(
         # --- save
         final = save_final(trainer, processor, out_dir, info={
             "stage": "sft", "base_model": str(base_model), "global_step": trainer.state.global_step,
-            "answer_format": answer_format, "profile": params.sft.profile,
+            "answer_format": answer_format, "profile": params.sft.profile, "family": family.name,
         })
 
         # --- log
