@@ -122,17 +122,28 @@ def data_synth(
 @data_app.command("import")
 def data_import(
     input: Annotated[Path, typer.Option("--input", help="Benchmark or training file to import.")],
-    format: Annotated[str, typer.Option(help="Loader name: mig-bench, univg-r1, reasoning-grounding, mig-synth.")],
+    format: Annotated[str, typer.Option(help="Loader name: mig-bench (original 0..1 or revised 0..1000), univg-r1 (UniVG-R1 SFT/RL files, MGrounding-630k), reasoning-grounding (LISA, LLMSeg, ReVOS, ReasonVOS), mig-synth.")],
     out: Annotated[Path, typer.Option(help="Output folder for records.jsonl and quarantine.jsonl.")],
     image_root: Annotated[Path | None, typer.Option(help="Image folder (default: the file's folder).")] = None,
+    path_map: Annotated[list[str] | None, typer.Option(help="OLD=NEW: rewrite image paths starting with OLD (release files name their authors' absolute folders); repeatable.")] = None,
 ) -> None:
     """Convert a file into grounding records; malformed rows are quarantined with reasons."""
     from univg.data.stage import import_records
 
     try:
-        echo_json(import_records(format, input, out, image_root))
+        echo_json(import_records(format, input, out, image_root, path_map=_path_map(path_map)))
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
+
+
+def _path_map(pairs: list[str] | None) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs or []:
+        old, sep, new = pair.partition("=")
+        if not sep or not old:
+            fail(f"--path-map {pair!r}: write it as OLD=NEW (NEW may be empty)")
+        mapping[old] = new
+    return mapping
 
 
 @data_app.command("inspect")
@@ -282,6 +293,7 @@ def evaluate(
     answer_format: Annotated[str | None, typer.Option(help="indexed or univg-r1 (default: the benchmark's).")] = None,
     coords: Annotated[str | None, typer.Option(help="How the model writes boxes: norm1000, pixels or qwen25 (default: its family's convention, see univg.models.family).")] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA in bf16 when present, else CPU), cpu or cuda (default: eval.device).")] = None,
+    path_map: Annotated[list[str] | None, typer.Option(help="OLD=NEW: rewrite image paths starting with OLD (release files name their authors' absolute folders); repeatable.")] = None,
     pipeline: Annotated[bool, typer.Option("--pipeline", help="Evaluate the pipeline's base/sft/grpo models on the test split (the DVC stage).")] = False,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -313,7 +325,7 @@ def evaluate(
                              batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                              limit=limit, report_samples=cfg.eval.report_samples, answer_format=answer_format,
                              coords=coords, n_bootstrap=cfg.eval.n_bootstrap, params=cfg, device=device,
-                             family=cfg.model.family)
+                             family=cfg.model.family, path_map=_path_map(path_map))
     if metrics is not None:  # None on the other ranks of a multi-process launch: rank 0 reports
         echo_json({k: metrics[k] for k in ("acc@0.3", "acc@0.5", "acc@0.7", "miou", "n", "avg", "family") if k in metrics})
 

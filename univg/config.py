@@ -46,11 +46,16 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    source: Literal["synth", "univg-r1", "mig-bench"] = Field(
-        "synth", description="Where the data stage gets records: generate mig-synth, or import a file."
+    source: Literal["synth", "univg-r1", "mig-bench", "reasoning-grounding"] = Field(
+        "synth", description="Where the data stage gets records: generate mig-synth, or import a file with that "
+        "loader (univg-r1 also reads MGrounding-630k conversations; see docs/real-models.md).",
     )
     import_path: str = Field("", description="File to import when source is not 'synth'.")
     image_root: str = Field("", description="Image folder for imported files (default: the file's folder).")
+    path_map: dict[str, str] = Field(
+        {}, description="Image path prefixes to rewrite on import, old -> new (release files name absolute "
+        "folders of their authors' machines, e.g. '/path/to/MGrounding-630k/': 'MGrounding-630k/').",
+    )
     allow_outside_root: bool = Field(
         False, description="Read images outside the data root (absolute paths, ../, symlinks leaving it). "
         "Off: such rows are quarantined or refused, at import, validation, training and evaluation.",
@@ -307,6 +312,11 @@ class _Profiles(Section):
 
 class SFTConfig(_Profiles):
     out_dir: str = Field("models/sft", description="Checkpoint folder of the SFT stage.")
+    allow_generic_cot: bool = Field(
+        False, description="Train on the rule teacher's content-free chains (meta.cot.scene = false: imported "
+        "rows with no scene get 'the answer is in image k'). Off: SFT refuses them; use a real teacher "
+        "(cot.teacher=openai) or the release's own chains.",
+    )
     resume: Literal["auto", "never"] = Field("auto", description="'auto' continues from the newest checkpoint.")
     tiny_cpu: SFTProfile = Field(default_factory=_tiny_sft, alias="tiny-cpu")
     qwen2_vl_7b: SFTProfile = Field(default_factory=_paper_sft, alias="qwen2-vl-7b")

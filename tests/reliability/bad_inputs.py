@@ -67,6 +67,7 @@ def make_images(folder: Path, outside: Path) -> dict[str, str]:
         "alpha": "alpha.png", "grey": "grey.png", "bomb": "bomb.png", "huge": "huge.png",
         "one_pixel": "one_pixel.png", "narrow": "narrow.png", "missing": "nope.png", "symlink_out": "link_out.png",
         "dotdot": rel_outside, "absolute": str(outside / "secret.png"),
+        "far_absolute": "/etc/hostname",  # outside every root a test uses (training's is the folder above)
     }
 
 

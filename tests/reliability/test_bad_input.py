@@ -225,7 +225,7 @@ def test_validation_rejects_an_image_outside_the_data_root(root, tmp_path):
 
 @pytest.mark.parametrize("stage, bad, where, words", [
     ("sft", b"{oops", 2, "malformed JSON"),  # a malformed line, before anything is logged
-    ("grpo", "absolute", 2, "absolute image path refused"),  # an image outside the root
+    ("grpo", "far_absolute", 2, "absolute image path refused"),  # an image outside the root
 ])
 def test_training_on_bad_input_stops_naming_file_and_line(root, tmp_path, stage, bad, where, words):
     folder, kinds = root

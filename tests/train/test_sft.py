@@ -260,3 +260,19 @@ def test_paper_profile_arguments_without_a_gpu(tmp_path):
     lora = lora_config(profile.model_copy(update={"use_lora": True}))
     assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (16, 32, 0.05)
     assert "language_model" in lora.target_modules
+
+
+def test_content_free_chains_are_refused_unless_the_user_opts_in(tmp_path, sft_base, mlflow_uri):
+    """Imported rows with no scene get the rule teacher's 'the answer is in image k': SFT must not
+    quietly train on them (the cot stage flags them with meta.cot.scene = false)."""
+    from univg.schema import RecordError
+    from univg.train.examples import read_training_records
+    from univg.train.sft import refuse_generic_chains, train_sft
+
+    data = write_records(tmp_path / "data", count=3)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[1]["meta"] = {"cot": {"teacher": "rule", "scene": False}}
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(RecordError, match=r"1 of 3 records carry the rule teacher's content-free chain.*'r1'"):
+        train_sft(sft_params(), data, str(sft_base), tmp_path / "sft", max_steps=1)
+    refuse_generic_chains(read_training_records(data), allowed=True)  # -S sft.allow_generic_cot=true

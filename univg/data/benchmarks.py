@@ -18,18 +18,26 @@ mig-bench (`univg-r1`, image index never scored): the MIG-Bench JSON list {"task
 univg-r1 (`univg-r1`): the release's {"question", "answer", "images", "task"?, "id"?,
   "target_image"?}; `answer` is text holding `(x1,y1),(x2,y2)` in 0..1000 (tags and an
   `Image-k:` prefix allowed; Image-k is then the target) or [x1,y1,x2,y2] (0..1000; all <= 1:
-  0..1). Chat rows ("messages"/"conversations": user/human, assistant/gpt) give question and
-  answer. `<image>` and the format instruction are stripped from questions. Target: the answer's
-  Image-k, "target_image", the question, the last image. Task: "task", else "univg-r1".
-reasoning-grounding (`univg-r1`): LISA/LLMSeg image rows {"image"|"image_path", "instruction"|
-  "text"|"query"|"question", "box"|"bbox" absolute pixels or "boxes" [[...], ...] (the first) or
-  "box_norm" 0..1000, "width"?, "height"?, "task"|"dataset"?}; ReasonVOS/ReVOS video rows
-  {"frames"|"image_list", "target_frame" k (1-based, default 3), the instruction, the frame-k box
-  as "box"/"bbox"/"box_norm" or per frame in "bbox_list"/"boxes" (strings "[x1, y1, x2, y2]"
-  accepted)}. Pixel boxes use "width"/"height" or the target image's header (unreadable:
-  quarantined). Prompts are the release's: an instruction becomes "Output the bounding box in the
-  image corresponding to the instruction: ..." (an image row's "question" is kept as is); video
-  rows get the video prompt naming frame k. Task: "task", "dataset", else image_/video_grounding.
+  0..1). Chat rows ("messages"/"conversations": user/human, assistant/gpt; MGrounding-630k, the CoT
+  SFT file) give the first question and answer; later turns are counted in meta.turns_not_read. A
+  `<think>` chain in the answer is kept as the record's `cot` (meta.cot.teacher "release").
+  `<image>`, Qwen's object-reference markers and the format instruction are stripped from
+  questions. Target: the answer's Image-k, "target_image", the answer's words ("It's in the third
+  image."), the question, the last image. Task: "task", else "univg-r1".
+reasoning-grounding (`univg-r1`), as UniVG-R1's zero-shot evaluation reads them: LISA/LLMSeg image
+  rows {"image"|"image_path", "instruction" (LISA: a list, the first) | "question" | "text" |
+  "query", "box"|"bbox" absolute pixels or "boxes" [[...], ...] (the first) or nested [[x1, y1],
+  [x2, y2]] (flattened) or "box_norm" 0..1000, "width"?, "height"?, "task"|"dataset"?};
+  ReVOS-Grounding {"video_id", "frames": 0-based positions among the video folder's *.jpg/*.png
+  sorted by the first number in their names, "question", "bbox_list"}; ReasonVOS-Grounding
+  {"image_list"|"frames", "bbox_list" (strings "[x1, y1, x2, y2]" accepted), "target_frame" k
+  (1-based, default 3)}. Pixel boxes use "width"/"height" or the target image's header
+  (unreadable: quarantined). Prompts are the release's: "Output the bounding box in the image
+  corresponding to the instruction: {text}." for images, "This is a sequence of images from a
+  video. ... in the third image according to the instruction: {text}." for videos (the release's
+  ". First output the thinking ..." follows from univg.answers). Task: "task", "dataset", else
+  image_/video_grounding.
+`path_map` {old prefix: new prefix} rewrites every image path (and video folder) first.
 """
 
 from __future__ import annotations
@@ -180,21 +188,6 @@ def _text_field(row: dict, *names: str) -> tuple[str, str]:
     return found, row[found].strip()
 
 
-def _path_list(value: Any, name: str, single_ok: bool = False) -> list[str]:
-    """A field of image paths; one string is a list of one only where the format says so (`single_ok`)."""
-    if isinstance(value, str) and single_ok:
-        value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(p, str) and p for p in value):
-        raise RowError(f"'{name}' must be a non-empty list of paths")
-    return list(value)
-
-
-def clean_question(text: str) -> str:
-    for sentence in INSTRUCTIONS.values():  # the release's rows may carry the format instruction
-        text = text.replace(sentence, "")
-    return re.sub(r"\s+", " ", text.replace("<image>", " ")).strip()
-
-
 @dataclass(frozen=True)
 class Context:  # what a row converter knows besides the row
     name: str
@@ -202,6 +195,36 @@ class Context:  # what a row converter knows besides the row
     base_dir: Path
     info: dict[str, Any]
     policy: ImagePolicy = ImagePolicy()
+    path_map: tuple[tuple[str, str], ...] = ()  # (old prefix, new prefix) for the release's absolute paths
+
+
+def map_path(path: str, path_map: tuple[tuple[str, str], ...]) -> str:
+    """`path` with the first matching old prefix replaced (release files name their authors' folders)."""
+    for old, new in path_map:
+        if path.startswith(old):
+            return new + path[len(old):]
+    return path
+
+
+def _path_list(value: Any, name: str, ctx: Context, single_ok: bool = False) -> list[str]:
+    """A field of image paths; one string is a list of one only where the format says so (`single_ok`)."""
+    if isinstance(value, str) and single_ok:
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(p, str) and p for p in value):
+        raise RowError(f"'{name}' must be a non-empty list of paths")
+    return [map_path(p, ctx.path_map) for p in value]
+
+
+_OBJECT_REF = re.compile(r"<\|object_ref_(?:start|end)\|>")
+
+
+def clean_question(text: str) -> str:
+    """The question alone: the release's `<image>` placeholders, format instruction and Qwen's
+    object-reference markers (MGrounding-630k) removed, whitespace collapsed."""
+    for sentence in INSTRUCTIONS.values():  # the release's rows may carry the format instruction
+        text = text.replace(sentence, "")
+    text = _OBJECT_REF.sub("", text.replace("<image>", " "))
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def _record(ctx: Context, row: dict, task: str, images: list[str], question: str, target: int,
@@ -238,7 +261,7 @@ def _mig_bench_survey(rows: list[Any]) -> dict[str, Any]:
 
 
 def _mig_bench(row: dict, ctx: Context) -> dict[str, Any]:
-    images = _path_list(row.get("images"), "images")
+    images = _path_list(row.get("images"), "images", ctx)
     question = clean_question(_text_field(row, "question")[1])
     task = _text_field(row, "task")[1]
     if task not in MIG_BENCH_TASKS:
@@ -255,16 +278,19 @@ def _mig_bench(row: dict, ctx: Context) -> dict[str, Any]:
 
 
 def _chat_turns(row: dict) -> dict:
+    """A chat row's first user turn as `question`, the first reply as `answer`, and how many turns
+    after them were not read (MGrounding-630k rows hold several questions over the same images)."""
     turns = row.get("messages") or row.get("conversations")
     if "question" in row or not isinstance(turns, list):
         return row
-    said: dict[str, str] = {}
+    said: dict[str, Any] = {}
     for turn in (t for t in turns if isinstance(t, dict)):
         role = str(turn.get("role", turn.get("from", ""))).lower()
         key = {"user": "question", "human": "question", "assistant": "answer", "gpt": "answer"}.get(role)
         text = turn.get("content", turn.get("value"))
         if key and key not in said and isinstance(text, str):
             said[key] = text
+    said["turns_not_read"] = max(0, len(turns) - 2)
     return {**row, **said}
 
 
@@ -277,20 +303,34 @@ def _univg_answer(answer: Any) -> tuple[list[float], int | None]:
     return ([v * COORD_MAX for v in values] if max(values) <= 1.0 else values), None
 
 
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
 def _univg_r1(row: dict, ctx: Context) -> dict[str, Any]:
     row = _chat_turns(row)
-    images = _path_list(row["images"], "images") if "images" in row else _path_list(row.get("image"), "image", True)
+    images = (_path_list(row["images"], "images", ctx) if "images" in row
+              else _path_list(row.get("image"), "image", ctx, True))
     question = clean_question(_text_field(row, "question", "problem")[1])
-    values, named = _univg_answer(row.get("answer", row.get("solution")))
+    answer = row.get("answer", row.get("solution"))
+    values, named = _univg_answer(answer)
     given = row.get("target_image")
+    meta: dict[str, Any] = {}
     if named is not None and 1 <= named <= len(images):
         target, rule = named, "answer_index"
     elif isinstance(given, int) and not isinstance(given, bool):
         target, rule = given, "target_image"
-    else:
-        target, rule = decide_target(len(images), ("question", question))
-    meta: dict[str, Any] = {"target_rule": rule}
-    return _record(ctx, row, _task(row, "univg-r1"), images, question, target, exact_box(values, 1.0, meta), meta)
+    else:  # MGrounding-630k says it in words: "It's in the third image. <|box_start|>..."
+        answer_text = _THINK.sub("", answer) if isinstance(answer, str) else None
+        target, rule = decide_target(len(images), ("answer", answer_text), ("question", question))
+    meta["target_rule"] = rule
+    if row.get("turns_not_read"):
+        meta["turns_not_read"] = row["turns_not_read"]
+    record = _record(ctx, row, _task(row, "univg-r1"), images, question, target, exact_box(values, 1.0, meta), meta)
+    chain = _THINK.search(answer) if isinstance(answer, str) else None
+    if chain and chain.group(1).strip():  # the release's CoT SFT rows: keep the teacher's chain
+        record["cot"] = chain.group(1).strip()
+        record["meta"]["cot"] = {"teacher": "release", "scene": None}
+    return record
 
 
 def _reasoning_box(row: dict, images: list[str], target: int, video: bool, ctx: Context, meta: dict) -> list[float]:
@@ -302,7 +342,10 @@ def _reasoning_box(row: dict, images: list[str], target: int, video: bool, ctx: 
             raw = row[key][target - 1]  # one box per frame
             break
     if isinstance(raw, list) and raw and isinstance(raw[0], list | str):
-        raw = raw[0]  # several boxes (LISA "boxes"): the first one, as the release evaluates
+        # several boxes (LISA "boxes"): the first one, as the release evaluates; LLMSeg's nested
+        # [[x1, y1], [x2, y2]] is flattened, as its eval does
+        raw = [v for pair in raw[:2] for v in pair] if len(raw) == 2 and all(
+            isinstance(p, list) and len(p) == 2 for p in raw) else raw[0]
     if raw is None:
         raise RowError("missing box ('box', 'bbox', 'boxes', 'bbox_list' or 'box_norm')")
     given = (row.get("width"), row.get("height"))
@@ -315,28 +358,60 @@ def _reasoning_box(row: dict, images: list[str], target: int, video: bool, ctx: 
     return exact_box([x1 / width, y1 / height, x2 / width, y2 / height], float(COORD_MAX), meta)
 
 
+_FRAME_NUMBER = re.compile(r"\d+")
+
+
+def video_frames(ctx: Context, video: str, positions: Any) -> list[str]:
+    """ReVOS-Grounding's frames: `positions` (0-based) in the video folder's *.jpg/*.png files sorted by
+    the first number in their names, as the release's eval picks them; paths relative to the root."""
+    if not isinstance(positions, list) or not positions or not all(
+            isinstance(k, int) and not isinstance(k, bool) for k in positions):
+        raise RowError("'frames' must be a non-empty list of frame positions (integers)")
+    folder = (ctx.base_dir / map_path(video, ctx.path_map)).resolve()
+    if not ctx.policy.allows(folder, Path(ctx.policy.root or ctx.base_dir).resolve()):
+        raise RowError(f"video folder leaves the data root: {video}")
+    if not folder.is_dir():
+        raise RowError(f"video folder not found: {video}")
+    files = [f for f in folder.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png") and _FRAME_NUMBER.search(f.name)]
+    files.sort(key=lambda f: (int(_FRAME_NUMBER.search(f.name).group()), f.name))
+    outside = [k for k in positions if not 0 <= k < len(files)]
+    if outside:
+        raise RowError(f"frame positions {outside} outside the {len(files)} frames of {video}")
+    return [f"{map_path(video, ctx.path_map).rstrip('/')}/{files[k].name}" for k in positions]
+
+
+def _instruction(row: dict) -> tuple[str, str]:
+    """(field, text) of a reasoning row's instruction; LISA's `instruction` may be a list (the first)."""
+    listed = row.get("instruction")
+    if isinstance(listed, list) and listed and isinstance(listed[0], str) and listed[0].strip():
+        return "instruction", listed[0].strip()
+    return _text_field(row, "question", "instruction", "text", "query", "sent")
+
+
 def _reasoning(row: dict, ctx: Context) -> dict[str, Any]:
-    frames = row.get("frames", row.get("image_list"))
-    video = frames is not None
-    images = _path_list(frames if video else row.get("image", row.get("image_path")), "frames" if video else "image",
-                        single_ok=not video)
+    if "video_id" in row:  # ReVOS-Grounding: a video folder and frame positions
+        images, video = video_frames(ctx, str(row["video_id"]), row.get("frames")), True
+    else:  # ReasonVOS-Grounding: frame paths; LISA / LLMSeg: one image
+        frames = row.get("frames", row.get("image_list"))
+        video = frames is not None
+        images = _path_list(frames if video else row.get("image", row.get("image_path")), "frames" if video else "image",
+                            ctx, single_ok=not video)
     target = row.get("target_frame", 3) if video else 1
     if not isinstance(target, int) or isinstance(target, bool):
         raise RowError(f"'target_frame' must be an integer, got {target!r}")
     if not 1 <= target <= len(images):
         raise RowError(f"target_frame {target} out of range 1..{len(images)}")
-    key, text = _text_field(row, "question", "instruction", "text", "query", "sent")
+    _, text = _instruction(row)
     meta: dict[str, Any] = {"instruction": text, "target_rule": "target_frame" if video else "single_image"}
     box = _reasoning_box(row, images, target, video, ctx, meta)
-    # the release's zero-shot prompts: an instruction is wrapped; an image row's question is kept
+    # The release's zero-shot prompts (UniVG-R1 eval/zero_shot/*/eval.py), whose instruction is
+    # followed by ". First output the thinking process ..." (univg.answers adds that sentence).
     ordinal = next((w for w, k in ORDINALS.items() if k == target), f"#{target}")
     if video:
         question = ("This is a sequence of images from a video. Please understand the entire video content, and "
-                    f"then output the bounding box in the {ordinal} image according to the instruction: {text}")
+                    f"then output the bounding box in the {ordinal} image according to the instruction: {text}.")
     else:
-        question = clean_question(text) if key == "question" else (
-            f"Output the bounding box in the image corresponding to the instruction: {text}")
-        question += "" if question[-1] in ".?!" else "."
+        question = f"Output the bounding box in the image corresponding to the instruction: {text}."
     task = _task(row, "video_grounding" if video else "image_grounding")
     return _record(ctx, row, task, images, question, target, box, meta)
 
@@ -363,11 +438,13 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 
 
 def load_benchmark(name: str, annotations: str | Path, image_root: str | Path | None = None,
-                   policy: ImagePolicy | None = None, check_images: bool = True) -> LoadedBenchmark:
+                   policy: ImagePolicy | None = None, check_images: bool = True,
+                   path_map: dict[str, str] | None = None) -> LoadedBenchmark:
     """Read `annotations` with the loader registered as `name`; bad rows are quarantined: rows
     that break the format, and (`check_images`) rows with an image that is missing, unreadable,
     out of limits or outside what `policy` allows (default: the file's folder or the image root,
-    univg.data.images)."""
+    univg.data.images). `path_map` {old prefix: new prefix} rewrites image paths first (release
+    files name absolute folders of their authors' machines)."""
     if name not in BENCHMARKS:
         raise BenchmarkError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
     spec = BENCHMARKS[name]
@@ -385,7 +462,7 @@ def load_benchmark(name: str, annotations: str | Path, image_root: str | Path | 
                 raise RowError("; ".join(problems))
             if not isinstance(row, dict):
                 raise RowError(f"not a JSON object ({type(row).__name__})")
-            record = spec.convert(row, Context(name, index, base_dir, info, policy))
+            record = spec.convert(row, Context(name, index, base_dir, info, policy, tuple((path_map or {}).items())))
             unusable = image_problems(record["images"], base_dir, policy) if check_images else []
             if unusable:
                 raise RowError("; ".join(unusable))

@@ -84,9 +84,11 @@ def resolve_image(path: str, base_dir: str | Path, policy: ImagePolicy = ImagePo
     root = Path(policy.root or base).resolve()
     if not isinstance(path, str) or not path or "\x00" in path:
         raise ImageError(f"image path must be a non-empty string: {path!r}")
-    if Path(path).is_absolute() and not policy.allow_outside_root:
-        raise ImageError(f"absolute image path refused: {path} (paths are relative to {base})")
     real = (base / path).resolve()  # follows symlinks, so a link cannot leave the root unseen
+    if Path(path).is_absolute() and not policy.allows(real, root):
+        # release files name absolute paths of their authors' machines: --path-map rewrites them
+        raise ImageError(f"absolute image path refused: {path} is outside the data root {root} (rewrite its "
+                         "prefix with --path-map OLD=NEW, or allow it with -S data.allow_outside_root=true)")
     if not policy.allows(real, root):
         raise ImageError(f"image path leaves the data root {root}: {path} (name the root with --image-root, "
                          "or allow it with -S data.allow_outside_root=true)")

@@ -47,7 +47,10 @@ _NOUN = r"(?:image|picture|photo|frame|img|pic)"
 _MENTION = re.compile(rf"\b(?P<ord>{'|'.join(ORDINALS)}|last|final|\d+(?:st|nd|rd|th))\s+{_NOUN}\b"
                       rf"|\b{_NOUN}\s*[-#:_]?\s*(?P<num>\d+)\b", re.IGNORECASE)
 _IN_BEFORE = re.compile(r"\b(?:in|on|within|inside)\s+(?:the\s+)?$", re.IGNORECASE)
-_VERB = re.compile(r"\b(?:locate|ground|find|detect|identify|output|give|mark|point out|determine|box|where)\b", re.I)
+# "box" is a verb only when it is not the noun of "bounding box" (MIG-Bench's multi_view questions
+# say "marked with red bounding box in the first image" before the image they ask about).
+_VERB = re.compile(r"\b(?:locate|ground|find|detect|identify|output|give|mark|point out|determine|(?<!bounding )box|where)\b",
+                   re.I)
 
 
 def target_from_text(text: str, num_images: int) -> int | None:

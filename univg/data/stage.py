@@ -25,7 +25,7 @@ def run_data_stage(params: Params, out_dir: Path | None = None) -> dict[str, Any
             card = generate_dataset(cfg, out_dir)
         else:
             card = import_records(cfg.source, Path(cfg.import_path), out_dir, Path(cfg.image_root) if cfg.image_root else None,
-                                  cfg.allow_outside_root)
+                                  cfg.allow_outside_root, cfg.path_map)
         write_text_atomic(out_dir / "card.json", json.dumps(card, indent=2))
         mlflow.log_dict(card, "dataset_card.json")
         if (out_dir / "README.md").exists():
@@ -45,17 +45,19 @@ def _split_of(record_id: str, test_share: float = 0.05) -> str:
 
 
 def import_records(fmt: str, path: Path, out_dir: Path, image_root: Path | None = None,
-                   allow_outside_root: bool = False) -> dict[str, Any]:
+                   allow_outside_root: bool = False, path_map: dict[str, str] | None = None) -> dict[str, Any]:
     """Convert a benchmark/training file into train/test record files plus quarantine.jsonl.
 
-    Rows the loader cannot read are quarantined with their reasons, never dropped.
+    Rows the loader cannot read are quarantined with their reasons, never dropped. `path_map`
+    {old prefix: new prefix} rewrites image paths before they are resolved.
     """
     from univg.data.benchmarks import load_benchmark
 
     if not Path(path).is_file():
         raise FileNotFoundError(2, "no such file to import", str(path))
     root = Path(image_root) if image_root else Path(path).parent
-    loaded = load_benchmark(fmt, Path(path), image_root, ImagePolicy(root=root, allow_outside_root=allow_outside_root))
+    loaded = load_benchmark(fmt, Path(path), image_root, ImagePolicy(root=root, allow_outside_root=allow_outside_root),
+                            path_map=path_map)
     source_dir = Path(image_root) if image_root else Path(path).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     splits: dict[str, list[dict]] = {"train": [], "test": []}

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from univg.data.benchmarks import BenchmarkSample, LoadedBenchmark
 from univg.data.images import ImageError, ImagePolicy, open_rgb, resolve_images
+from univg.models.family import FAMILIES, ModelFamily, PixelLimits
 from univg.prompts import user_message
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,14 @@ def batches_by_length(samples: list[BenchmarkSample], base_dir: Path, batch_size
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
-def load_sample(sample: BenchmarkSample, base_dir: Path, answer_format: str,
-                policy: ImagePolicy = ImagePolicy(), family_note: str = "") -> tuple[list[dict], list[Any]]:
-    """(messages, images) of one sample; ImageError when an image is missing, corrupt or refused."""
+def load_sample(sample: BenchmarkSample, base_dir: Path, answer_format: str, policy: ImagePolicy = ImagePolicy(),
+                family: ModelFamily = FAMILIES["qwen2_vl"], limits: PixelLimits | None = None,
+                ) -> tuple[list[dict], list[Any]]:
+    """(messages, images) of one sample, asked in the model family's box convention; ImageError when
+    an image is missing, corrupt or refused."""
     images = [open_rgb(p, policy.max_pixels) for p in resolve_images(sample.record["images"], base_dir, policy)]
-    return [user_message(len(images), sample.record["question"], answer_format, family_note)], images
+    question = family.question_for_model(sample.record["question"], [image.size for image in images], limits)
+    return [user_message(len(images), question, answer_format, family.prompt_note)], images
 
 
 def error_row(index: int, message: str) -> dict[str, Any]:
@@ -84,7 +88,8 @@ def generate_predictions(
     answer_format: str,
     batch_size: int = 16,
     progress: bool = True,
-    family_note: str = "",
+    family: ModelFamily = FAMILIES["qwen2_vl"],
+    limits: PixelLimits | None = None,
     shard: tuple[int, int] = (0, 1),
 ) -> list[dict[str, Any]]:
     """One prediction row per row of the benchmark file, sorted by index.
@@ -107,7 +112,7 @@ def generate_predictions(
         for sample in batch:
             try:
                 ready.append((sample.index, *load_sample(sample, benchmark.base_dir, answer_format, benchmark.policy,
-                                                         family_note)))
+                                                         family, limits)))
             except ImageError as error:
                 rows.append(error_row(sample.index, str(error)))
         if ready:

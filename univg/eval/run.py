@@ -96,9 +96,11 @@ def process_shard() -> tuple[int, int]:
     """(rank, world) under `accelerate launch` or torchrun; (0, 1) in a plain process."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()  # joins the launch's process group (gloo on CPU, NCCL on GPUs)
+    # Joins the launch's process group: NCCL on GPUs, gloo on CPU (where accelerate needs telling).
+    state = PartialState(cpu=not torch.cuda.is_available())
     return state.process_index, state.num_processes
 
 
@@ -133,6 +135,7 @@ def evaluate_model(
     coords: str | None = None,
     device: str = "auto",
     family: str = "auto",
+    path_map: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """`univg eval`: generate, score, report and log one model on one benchmark; returns metrics.
 
@@ -141,6 +144,7 @@ def evaluate_model(
     whether the image index is scored. `limit`: only the first N rows of the file (then `n` = N).
     `coords` None: the model family's box convention (univg.models.family; `family` 'auto' reads
     it from the checkpoint), else a scoring name (see scoring). `device`: see choose_placement.
+    `path_map` {old prefix: new prefix} rewrites the annotation file's image paths.
     Under `accelerate launch` / torchrun each process generates a slice of the batches and rank 0
     gathers, scores, reports and logs; the other ranks return None.
     """
@@ -153,7 +157,7 @@ def evaluate_model(
     # A pipeline's own split may point back at imported images; a file named on the command line
     # keeps to its own folder (or the image root).
     policy = stage_policy(annotations, image_root, params.data) if params is not None else None
-    loaded = load_benchmark(benchmark, annotations, image_root, policy)
+    loaded = load_benchmark(benchmark, annotations, image_root, policy, path_map=path_map)
     if limit:
         loaded = loaded.head(limit)
     chosen = resolve_answer_format(loaded, answer_format or trained_answer_format(model_ref))
@@ -174,7 +178,7 @@ def evaluate_model(
         # --- predictions (this process's slice; rank 0 gathers them all)
         started = time.perf_counter()
         rows = generate_predictions(model_generate(model, processor, max_new_tokens), loaded, chosen, batch_size,
-                                    family_note=model_family.prompt_note, shard=(rank, world))
+                                    family=model_family, limits=limits, shard=(rank, world))
         if world > 1:
             rows = gather_rows(rows)
             if rank != 0:

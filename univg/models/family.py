@@ -20,10 +20,12 @@ are read from the processor actually used (`limits_of`), after any max_pixels ca
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
+from univg.data.naming import last_named_image
 from univg.errors import UserError
 from univg.schema import COORD_MAX
 
@@ -86,6 +88,26 @@ class ModelFamily:
         x1, y1, x2, y2 = box
         return [x1 * COORD_MAX / width, y1 * COORD_MAX / height, x2 * COORD_MAX / width, y2 * COORD_MAX / height]
 
+
+    def question_for_model(self, question: str, image_sizes: Sequence[Sequence[int]],
+                           limits: PixelLimits | None = None) -> str:
+        """The question with the boxes it quotes (`<|box_start|>(x1,y1),(x2,y2)<|box_end|>`, 0..1000,
+        as MIG-Bench's multi_view and object_tracking questions mark the reference) in this family's
+        convention. A quoted box belongs to the image named last before it ("in the first image"),
+        else to the first image."""
+        if not self.pixel_boxes or "<|box_start|>" not in question:
+            return question
+
+        def convert(match: re.Match[str]) -> str:
+            named = last_named_image(question[: match.start()])
+            size = image_sizes[named - 1] if named and 1 <= named <= len(image_sizes) else image_sizes[0]
+            x1, y1, x2, y2 = self.to_model([int(v) for v in match.groups()], size, limits)
+            return f"<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
+
+        return _QUOTED_BOX.sub(convert, question)
+
+
+_QUOTED_BOX = re.compile(r"<\|box_start\|>\((\d+),\s*(\d+)\),\s*\((\d+),\s*(\d+)\)<\|box_end\|>")
 
 FAMILIES: dict[str, ModelFamily] = {
     "qwen2_vl": ModelFamily("qwen2_vl", "norm1000", PixelLimits(56 * 56, 28 * 28 * 16384, 28), ""),

@@ -57,7 +57,8 @@ def record_to_example(record: dict[str, Any], base_dir: str | Path, answer_forma
     target = int(record["target_image"])
     box = family.to_model(record["box"], sizes[target - 1], limits)
     example = {
-        "prompt": [user_message(len(paths), record["question"], answer_format, family.prompt_note)],
+        "prompt": [user_message(len(paths), family.question_for_model(record["question"], sizes, limits), answer_format,
+                                family.prompt_note)],
         "images": [str(p) for p in paths],
         "image_sizes": sizes,
         "box": box,

@@ -24,6 +24,7 @@ from typing import Any
 from univg.config import Params
 from univg.data.images import stage_policy
 from univg.models.family import family_of, limits_of
+from univg.schema import RecordError
 from univg.train.common import (
     build_training_kwargs,
     checkpoint_step,
@@ -35,7 +36,13 @@ from univg.train.common import (
     resume_checkpoint,
     save_final,
 )
-from univg.train.examples import build_examples, lazy_dataset, open_example, read_training_records
+from univg.train.examples import (
+    TrainingRecords,
+    build_examples,
+    lazy_dataset,
+    open_example,
+    read_training_records,
+)
 
 SAMPLE_EXAMPLES = 4  # drawn every `sample_every_steps`: a handful is enough to see the trend
 DROPPED_FILE = "dropped.jsonl"
@@ -144,6 +151,19 @@ def drop_overlong(
     return kept, dropped
 
 
+def refuse_generic_chains(records: TrainingRecords, allowed: bool) -> None:
+    """Stop before training on chains that say nothing: the rule teacher's fallback for rows without a
+    scene (imported real data) only names the answer, and SFT on it teaches the format, not reasoning."""
+    generic = [r["id"] for r in records.records if ((r.get("meta") or {}).get("cot") or {}).get("scene") is False]
+    if generic and not allowed:
+        raise RecordError(
+            f"{records.path}: {len(generic)} of {len(records.records)} records carry the rule teacher's content-free "
+            f"chain (meta.cot.scene = false; first: {generic[0]!r}). Generate chains with a real teacher "
+            "(-S cot.teacher=openai), import the release's CoT file, or train on them anyway with "
+            "-S sft.allow_generic_cot=true"
+        )
+
+
 # ----------------------------------------------------------------------------- the stage
 def train_sft(
     params: Params,
@@ -181,6 +201,7 @@ def train_sft(
 
         # --- read data (strictly first: a bad line stops here with file:line, before anything is logged)
         records = read_training_records(train_file, image_root, policy=stage_policy(train_file, image_root, params.data))
+        refuse_generic_chains(records, params.sft.allow_generic_cot)
         if tracking:
             log_jsonl_input(train_file, name="sft-train", context="training")
 
