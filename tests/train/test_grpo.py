@@ -180,7 +180,6 @@ def test_advantages_reaching_the_loss_are_weight_times_unweighted(
     assert trainer.difficulty_history[0]["group_mean_iou"] == pytest.approx(first_iou.tolist(), abs=1e-5)
 
 
-@pytest.mark.slow
 def test_advantages_are_exact_across_two_processes(tiny_grpo_model, tiny_grpo_data, tmp_path):
     """torchrun, 2 CPU processes (gloo), per-device batch 4, G=8: every group spans both processes."""
     import os

@@ -13,6 +13,7 @@ Entry points: `train_grpo` (the `grpo` stage), `build_grpo_args` (profile -> trl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -28,6 +29,7 @@ from univg.train.common import (
     build_training_kwargs,
     checkpoint_step,
     input_fingerprint,
+    is_main_process,
     load_for_training,
     lora_config,
     resume_checkpoint,
@@ -146,12 +148,15 @@ def train_grpo(
                   "train_file": str(train_file), "answer_format": answer_format,
                   "max_steps_override": max_steps, **profile.model_dump(mode="json")}
 
-    with stage_run("grpo", params, log_params=run_params):
+    # Under a multi-process launch only rank 0 tracks: one MLflow run per stage, not one per GPU.
+    tracking = is_main_process()
+    with stage_run("grpo", params, log_params=run_params) if tracking else contextlib.nullcontext():
         import mlflow
 
         # --- read data (strictly first: a bad line stops here with file:line, before anything is logged)
         records = read_training_records(train_file, image_root, policy=stage_policy(train_file, image_root, params.data))
-        log_jsonl_input(train_file, name="grpo-train", context="training")
+        if tracking:
+            log_jsonl_input(train_file, name="grpo-train", context="training")
 
         # --- load model (after the arguments: under ZeRO-3 they must exist before from_pretrained)
         args = build_grpo_args(profile, out_dir, max_steps)
@@ -180,8 +185,10 @@ def train_grpo(
         )
         report.trainer = trainer
         per_step = prompts_per_step(profile, trainer.accelerator.num_processes)
-        mlflow.log_params({"prompts_per_step": per_step, "num_records": len(dataset),
-                           **{f"parameters.{k}": v for k, v in parameter_counts(trainer.model).items()}})
+        if tracking:
+            mlflow.log_params({"prompts_per_step": per_step, "num_records": len(dataset),
+                               "processes": trainer.accelerator.num_processes,
+                               **{f"parameters.{k}": v for k, v in parameter_counts(trainer.model).items()}})
 
         # --- train
         start_step = 0
@@ -215,8 +222,8 @@ def train_grpo(
             "difficulty": trainer.difficulty_summary(),
             "final_dir": str(final),
         }
-        summary["model_uri"] = log_model_checkpoint(final, name="model") if trainer.args.should_save else None
-        if trainer.args.should_save:
+        summary["model_uri"] = log_model_checkpoint(final, name="model") if tracking else None
+        if tracking:
             mlflow.log_dict(summary, "grpo_summary.json")
             (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
             numbers = {f"summary/{k}": v for k, v in flatten(summary).items()
