@@ -245,9 +245,16 @@ class GRPOProfile(TrainProfile):
     )
     weighting: WeightingMode = Field("exp", description="Difficulty-aware weighting mode ('none' = plain GRPO).")
     weighting_k: float = Field(1.0, gt=0, description="Exponent k of the 'power' mode.")
-    use_vllm: bool = Field(False, description="Generate with vLLM (GPU only).")
-    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="vLLM mode passed to TRL.")
+    use_vllm: bool = Field(False, description="Generate rollouts with vLLM (GPU only; docs/scaling.md).")
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate", description="'colocate': vLLM inside each training process, sharing its GPU; 'server': a "
+        "`trl vllm-serve` process on GPUs of its own, reached at vllm_server_host:vllm_server_port.",
+    )
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vLLM memory share in colocate mode.")
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="Colocate mode: GPUs each vLLM engine spans.")
+    vllm_server_host: str = Field("127.0.0.1", description="Server mode: host of `trl vllm-serve`.")
+    vllm_server_port: int = Field(8000, ge=1, le=65535, description="Server mode: port of `trl vllm-serve`.")
+    vllm_server_timeout: float = Field(240.0, gt=0, description="Server mode: seconds to wait for the server at start.")
     sample_every_steps: int = Field(0, ge=0, description="Log sample completions every N steps (0: off).")
 
 
@@ -371,6 +378,18 @@ class TrackingConfig(Section):
     experiment: str = Field("univg", description="MLflow experiment every stage logs to.")
 
 
+class FanoutConfig(Section):
+    """Fan-out of evaluation and CoT generation shards on Ray (flows/fanout.py, docs/scaling.md)."""
+
+    ray_address: str = Field(
+        "", description="Ray cluster to run shards on: 'ray://head:10001', or 'auto' on a cluster node; "
+        "empty: start a local Ray on this machine.",
+    )
+    shards: int = Field(2, ge=1, description="How many shards (Prefect tasks on Ray) the work is split into.")
+    cpus_per_shard: float = Field(1.0, gt=0, description="CPUs Ray reserves for each shard.")
+    gpus_per_shard: float = Field(0.0, ge=0, description="GPUs Ray reserves for each shard (evaluation on GPUs: 1).")
+
+
 class Params(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -382,6 +401,7 @@ class Params(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    fanout: FanoutConfig = Field(default_factory=FanoutConfig)
 
 
 def _describe(error: ValidationError, raw: dict[str, Any]) -> str:

@@ -60,6 +60,21 @@ def test_paper_profile_builds_without_a_gpu_with_vllm_passed_through(tmp_path):
     assert raw["bf16"] is True and raw["deepspeed"] == "infra/accelerate/zero3.json"
 
 
+@pytest.mark.parametrize("profile_name", ["qwen2-vl-7b", "qwen25-vl-7b", "qwen3-vl-8b"])
+def test_vllm_modes_reach_trl_as_set_in_params(tmp_path, profile_name):
+    """Both of TRL's vLLM modes, from params to the GRPOConfig TRL reads (checked without a GPU)."""
+    key = f"grpo.{profile_name}"
+    server = parse_params({}, {f"{key}.use_vllm": True, f"{key}.vllm_mode": "server",
+                               f"{key}.vllm_server_host": "10.0.0.5", f"{key}.vllm_server_port": 8001,
+                               "grpo.profile": profile_name}).grpo.active
+    args = build_grpo_args(server, tmp_path / "out", dry_run=True)
+    assert (args.use_vllm, args.vllm_mode, args.vllm_server_host, args.vllm_server_port) == (True, "server", "10.0.0.5", 8001)
+    colocate = parse_params({}, {f"{key}.use_vllm": True, f"{key}.vllm_tensor_parallel_size": 2,
+                                 f"{key}.vllm_gpu_memory_utilization": 0.5, "grpo.profile": profile_name}).grpo.active
+    args = build_grpo_args(colocate, tmp_path / "out", dry_run=True)
+    assert (args.vllm_mode, args.vllm_tensor_parallel_size, args.vllm_gpu_memory_utilization) == ("colocate", 2, 0.5)
+
+
 def test_tiny_profile_builds_for_cpu(tmp_path):
     args = build_grpo_args(parse_params({}).grpo.active, tmp_path / "out", max_steps=3)
     assert args.max_steps == 3 and args.bf16 is False and args.use_vllm is False

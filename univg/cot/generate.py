@@ -53,24 +53,47 @@ def generate_cot(
 
     # -- read: valid records go to the teacher, the rest straight to failed
     numbered, failed = read_input(input_path, limit)
-    records = [record for _, record in numbered]
-    rows = len(records) + len(failed)
+    rows = len(numbered) + len(failed)
 
     # -- teach: candidates and selection, per record
-    teacher = make_teacher(cfg, cache_path=cache_file(cfg), image_policy=policy)
-    outcomes = run_teacher(teacher, records, base_dir)
+    teacher, outcomes, written, refused = teach(numbered, cfg, base_dir, policy)
 
     # -- write: output rows in input order, failures (in input order too) beside them
-    written = []
+    write_outputs(out_path, base_dir, written, failed + refused)
+    return summarise(teacher, outcomes, rows, len(written), len(failed) + len(refused))
+
+
+Numbered = list[tuple[int, dict[str, Any]]]  # (line number in the input file, row)
+
+
+def teach(numbered: Numbered, cfg: Any, base_dir: Path, policy: ImagePolicy | None = None,
+          ) -> tuple[Teacher, list[RowOutcome], Numbered, Numbered]:
+    """(teacher, outcomes, [(line, record with its chain)], [(line, failed row)]) for (line, record) pairs.
+
+    Each row's chain depends on that row alone (the rule teacher seeds per record id, the OpenAI
+    teacher asks per record), so any split of the rows teaches each one as the whole file would.
+    """
+    teacher = make_teacher(cfg, cache_path=cache_file(cfg), image_policy=policy)
+    outcomes = run_teacher(teacher, [record for _, record in numbered], base_dir)
+    written, failed = [], []
     for (number, record), outcome in zip(numbered, outcomes, strict=True):
         if outcome.failure:
             failed.append((number, {**record, "reasons": outcome.failure}))
         else:
-            written.append(with_chain(record, outcome, teacher.name))
-    failed.sort(key=lambda item: item[0])
-    write_jsonl(out_path, (rebase_images(r, base_dir, out_path.parent) for r in written))
-    write_jsonl(failed_path(out_path), (_rebase_if_possible(r, base_dir, out_path.parent) for _, r in failed))
-    return summarise(teacher, outcomes, rows, len(written), len(failed))
+            written.append((number, with_chain(record, outcome, teacher.name)))
+    return teacher, outcomes, written, failed
+
+
+def write_outputs(out_path: Path, base_dir: Path, written: Numbered, failed: Numbered) -> None:
+    """The chains file and its failures file beside it, each in input order, images rebased."""
+    out_path = Path(out_path)
+    write_jsonl(out_path, (rebase_images(r, base_dir, out_path.parent) for _, r in sorted(written, key=_line)))
+    write_jsonl(failed_path(out_path),
+                (_rebase_if_possible(r, base_dir, out_path.parent) for _, r in sorted(failed, key=_line)))
+
+
+def _line(item: tuple[int, dict[str, Any]]) -> int:
+    return item[0]
 
 
 def read_input(path: Path, limit: int | None) -> tuple[list[tuple[int, dict]], list[tuple[int, dict]]]:

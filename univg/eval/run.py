@@ -23,6 +23,7 @@ import re
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from univg.eval.inference import generate_predictions, model_generate
 from univg.eval.report import write_report
 from univg.eval.scoring import THRESHOLDS, resolve_answer_format, score_records
 from univg.eval.stats import paired_bootstrap
+from univg.models.family import ModelFamily, PixelLimits
 from univg.schema import read_jsonl_lines, write_jsonl
 from univg.tracking import stage_run
 
@@ -91,6 +93,31 @@ def log_evaluation(out_dir: Path, metrics: dict[str, Any], benchmark: LoadedBenc
     mlflow.log_artifacts(str(out_dir / "report"), artifact_path="report")
 
 
+# ----------------------------------------------------------------------------- one shard
+@dataclass
+class Shard:
+    rows: list[dict[str, Any]]  # prediction rows of this shard's records
+    family: ModelFamily  # how the model writes boxes
+    limits: PixelLimits  # its processor's resize rule
+    device: str
+
+
+def generate_shard(model_ref: str, loaded: LoadedBenchmark, answer_format: str, batch_size: int, max_new_tokens: int,
+                   shard: tuple[int, int] = (0, 1), device: str = "auto", family: str = "auto") -> Shard:
+    """Load the model on `device` and generate shard (rank, world) of the benchmark: every world-th
+    batch of the one-process batch order, so the shards' rows together are the one-process rows.
+    Used by each process of a launched evaluation and by each task of a Ray fan-out (flows/fanout.py)."""
+    from univg.models.family import family_of, limits_of
+    from univg.models.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(model_ref, padding_side="left", device=device)
+    model_family = family_of(model, family)
+    limits = limits_of(processor, model_family)
+    rows = generate_predictions(model_generate(model, processor, max_new_tokens), loaded, answer_format, batch_size,
+                                family=model_family, limits=limits, shard=shard)
+    return Shard(rows, model_family, limits, str(model.device))
+
+
 # ----------------------------------------------------------------------------- processes
 def process_shard() -> tuple[int, int]:
     """(rank, world) under `accelerate launch` or torchrun; (0, 1) in a plain process."""
@@ -148,8 +175,7 @@ def evaluate_model(
     Under `accelerate launch` / torchrun each process generates a slice of the batches and rank 0
     gathers, scores, reports and logs; the other ranks return None.
     """
-    from univg.models.family import family_of, limits_of
-    from univg.models.loading import load_model_and_processor, trained_answer_format
+    from univg.models.loading import trained_answer_format
 
     rank, world = process_shard()
     out_dir = Path(out_dir)
@@ -166,19 +192,15 @@ def evaluate_model(
                 "limit": limit or 0, "n_records": loaded.total, "processes": world}
     tracked = log_to_mlflow and rank == 0  # one MLflow run however many processes
     with tracking_run(tracked, params, run_name or f"eval-{Path(str(model_ref)).name}", settings):
-        # --- model, on the device asked for; its family decides how boxes are asked for and read
-        model, processor = load_model_and_processor(model_ref, padding_side="left", device=device)
-        model_family = family_of(model, family)
-        limits = limits_of(processor, model_family)
+        # --- predictions (this process's slice; rank 0 gathers them all), in the model family's convention
+        started = time.perf_counter()
+        shard = generate_shard(model_ref, loaded, chosen, batch_size, max_new_tokens, (rank, world), device, family)
+        rows, model_family, limits = shard.rows, shard.family, shard.limits
         coords = coords or model_family.coords
         if tracked:
             import mlflow
 
-            mlflow.log_params({"family": model_family.name, "coords": coords, "device": str(model.device)})
-        # --- predictions (this process's slice; rank 0 gathers them all)
-        started = time.perf_counter()
-        rows = generate_predictions(model_generate(model, processor, max_new_tokens), loaded, chosen, batch_size,
-                                    family=model_family, limits=limits, shard=(rank, world))
+            mlflow.log_params({"family": model_family.name, "coords": coords, "device": shard.device})
         if world > 1:
             rows = gather_rows(rows)
             if rank != 0:

@@ -75,6 +75,10 @@ def grpo_arguments(profile: GRPOProfile, out_dir: str | Path, max_steps: int | N
         use_vllm=profile.use_vllm,
         vllm_mode=profile.vllm_mode,
         vllm_gpu_memory_utilization=profile.vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=profile.vllm_tensor_parallel_size,
+        vllm_server_host=profile.vllm_server_host,
+        vllm_server_port=profile.vllm_server_port,
+        vllm_server_timeout=profile.vllm_server_timeout,
         # --- our own reporting goes to MLflow (univg.train.weighting)
         log_completions=False,
         shuffle_dataset=True,
