@@ -1,12 +1,17 @@
 """The pipeline flow: the DVC stages in order as Prefect tasks, under one MLflow parent run.
 
 Thin wiring only (the work is in `univg` and dvc.yaml):
-1. apply params overrides to params.yaml (validated by the typed config first);
-2. open an MLflow parent run; each stage's run nests under it via UNIVG_PARENT_RUN_ID;
+1. apply params overrides to params.yaml (validated by the typed config first), for this run only;
+2. open an MLflow parent run; each stage's run nests under it via UNIVG_PARENT_RUN_ID, and every
+   run carries the lineage tags (univg.tracking.lineage_tags: the DVC experiment, git commit,
+   dvc.lock hash, DVC remote);
 3. `dvc repro <stage>` for each stage, one at a time (DVC holds a repo lock), with retries for
    transient failures; a forced stage runs with `--force --single-item`;
-4. publish Prefect artifacts (a markdown summary with the metrics table and the promotion
-   decision, a link to the MLflow run). The promotion gate is dvc.yaml's last stage.
+4. keep the run as a DVC experiment named after the flow run (`dvc exp save`: params, dvc.lock,
+   metrics; `dvc exp show` lists it), then put params.yaml back as it was;
+5. publish Prefect artifacts (a markdown summary with the metrics table and the promotion
+   decision, a link to the MLflow run). The promotion gate is dvc.yaml's last stage;
+6. push the outputs to the DVC remote (`dvc push`) and the experiment to the git remote, if any.
 
 Run it directly (`python flows/pipeline.py --set grpo.tiny-cpu.max_steps=2`) or through the
 deployment in infra/prefect.yaml (see docs/operations.md).
@@ -33,13 +38,17 @@ from flows.steps import (  # noqa: E402
     apply_overrides,
     dvc_stage_names,
     mlflow_run_link,
+    params_restored,
+    push_outputs,
     read_json,
     run_dvc_stage,
+    save_experiment,
     stage_env,
     summary_markdown,
 )
 from univg.config import load_params  # noqa: E402
-from univg.tracking import data_hash, git_commit, setup_mlflow, tracking_uri  # noqa: E402
+from univg.lineage import experiment_name  # noqa: E402
+from univg.tracking import EXPERIMENT_ENV, lineage_tags, setup_mlflow, tracking_uri  # noqa: E402
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -63,6 +72,16 @@ def run_stage(root: Path, stage: str, force: bool, env: dict[str, str], single_i
     result = run_dvc_stage(root, stage, force, env, single_item=single_item)
     get_run_logger().info("stage %s %s in %.1f s", stage, result.status, result.seconds)
     return result
+
+
+@task(name="save-experiment", cache_policy=NO_CACHE)
+def save_run_as_experiment(root: Path, experiment: str, env: dict[str, str]) -> dict[str, Any]:
+    return save_experiment(root, experiment, env)
+
+
+@task(name="push-outputs", cache_policy=NO_CACHE)
+def push_run_outputs(root: Path, experiment: str, env: dict[str, str]) -> dict[str, Any]:
+    return push_outputs(root, experiment, env)
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
@@ -112,28 +131,37 @@ def pipeline(
       training stages resume from their last checkpoint (`resume: auto`). A stage that failed on
       bad input (`error: ...`, see univg.errors) is not retried.
     """
-    import mlflow
-
     root = Path(repo).resolve()
     order = stages or dvc_stage_names(root)
     unknown = sorted(set(force or []) - set(order))
     if unknown:
         raise ValueError(f"force names stage(s) {unknown} that are not in {order}")
+    experiment = experiment_name(flow_run.get_name() or "local")
+    with params_restored(root):  # the overrides live in the experiment, not in the checkout
+        result = _run_as_experiment(root, experiment, overrides, force, order, stages is None, stage_retries,
+                                    retry_delay_seconds)
+    result["pushed"] = push_run_outputs(root, experiment, result.pop("env"))
+    return result
+
+
+def _run_as_experiment(root: Path, experiment: str, overrides: dict[str, Any] | None, force: list[str] | None,
+                       order: list[str], whole: bool, stage_retries: int, retry_delay_seconds: float) -> dict[str, Any]:
+    import mlflow
 
     # --- params overrides (before anything reads params)
     applied = apply_params_overrides(root, overrides)
     params = load_params(root / "params.yaml")
 
-    # --- the MLflow parent run
+    # --- the MLflow parent run, tagged with the run's lineage
     uri = tracking_uri(params.tracking.uri, root)
     experiment_id = setup_mlflow(params.tracking.uri, params.tracking.experiment, root)
     run_name = f"pipeline-{flow_run.get_name() or 'local'}"
-    tags = {"univg.stage": "pipeline", "git_commit": git_commit(root), "data_hash": data_hash(root),
+    tags = {"univg.stage": "pipeline", **lineage_tags(root), "univg.experiment": experiment,
             "prefect.flow_run_id": str(flow_run.get_id() or "")}
     with mlflow.start_run(run_name=run_name, tags=tags) as parent:
         if applied:
             mlflow.log_params({f"override.{k}": v for k, v in applied.items()})
-        env = stage_env(parent.info.run_id, uri)
+        env = stage_env(parent.info.run_id, uri, {EXPERIMENT_ENV: experiment})
 
         # --- the stages, one at a time
         # Exponential backoff with jitter: a busy server or a held lock gets more room each time.
@@ -141,15 +169,17 @@ def pipeline(
         runner = run_stage.with_options(retries=stage_retries, retry_delay_seconds=delays, retry_jitter_factor=0.2)
         # The whole pipeline upstream first: each stage's inputs were just reproduced, so DVC need
         # not re-check the stages above it. A chosen subset gets the full check.
-        whole = stages is None
         results = [runner(root, stage, stage in (force or []), env, whole) for stage in order]
+
+        # --- keep the run: its params, dvc.lock and metrics as a DVC experiment
+        saved = save_run_as_experiment(root, experiment, env)
 
         # --- report
         link = mlflow_run_link(uri, experiment_id, parent.info.run_id)
         summary = publish_summary(root, results, link, uri, applied)
         _log_to_parent(mlflow, summary)
-    return {"mlflow_run_id": parent.info.run_id, "mlflow_link": link,
-            "stages": [r.to_dict() for r in results], **summary}
+    return {"mlflow_run_id": parent.info.run_id, "mlflow_link": link, "experiment": saved["experiment"],
+            "stages": [r.to_dict() for r in results], "env": env, **summary}
 
 
 def main(argv: list[str] | None = None) -> None:

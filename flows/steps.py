@@ -6,18 +6,20 @@ only strings them together with retries and artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from univg.config import ConfigError, dump_params, load_params, set_dotted
-from univg.tracking import PARENT_RUN_ENV
+from univg.tracking import PARENT_RUN_ENV, dvc_remote_url
 
 # Failures a retry cannot fix: a stage DVC does not know, a bad dvc.yaml/params.yaml, or the CLI
 # refusing its input (`univg` prints "error: ..." and exits 1 or 2 for bad input). Everything
@@ -138,6 +140,66 @@ def run_dvc_stage(
     if returncode != 0:
         raise StageFailed(stage, returncode, "\n".join(tail))
     return StageResult(stage, "ran" if ran else "skipped", round(time.perf_counter() - started, 3))
+
+
+# ----------------------------------------------------------------------------- DVC experiments
+@contextlib.contextmanager
+def params_restored(root: Path) -> Iterator[None]:
+    """Leave params.yaml byte for byte as it was when the block ends: a run's overrides are kept as a
+    DVC experiment (save_experiment), not as an edit of the checkout."""
+    path = Path(root) / "params.yaml"
+    before = path.read_bytes() if path.exists() else None
+    try:
+        yield
+    finally:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(before)
+
+
+def untracked_results(root: Path) -> list[str]:
+    """Files an experiment must include that git does not track: dvc.lock and the outputs DVC leaves
+    out of its cache (metrics, plots), where they exist."""
+    import yaml
+
+    stages = (yaml.safe_load((Path(root) / "dvc.yaml").read_text()) or {}).get("stages") or {}
+    paths = ["dvc.lock"]
+    for spec in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in spec.get(kind) or []:
+                if isinstance(entry, dict):
+                    paths += [path for path, options in entry.items() if (options or {}).get("cache") is False]
+                elif kind != "outs":
+                    paths.append(entry)
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True).stdout.split())
+    return sorted({p for p in paths if (Path(root) / p).is_file() and p not in tracked})
+
+
+def save_experiment(root: Path, name: str, env: dict[str, str]) -> dict[str, Any]:
+    """Keep the workspace (params, dvc.lock, metrics) as DVC experiment `name` (`dvc exp show` lists it)."""
+    if not (Path(root) / ".git").exists():
+        return {"experiment": None, "reason": "not a git repository: DVC experiments need git"}
+    include = [flag for path in untracked_results(root) for flag in ("-I", path)]
+    done = subprocess.run([executable("dvc"), "exp", "save", "--name", name, "--force", *include], cwd=root, env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"dvc exp save failed: {(done.stderr or done.stdout).strip()[-1000:]}")
+    return {"experiment": name}
+
+
+def push_outputs(root: Path, name: str, env: dict[str, str]) -> dict[str, Any]:
+    """`dvc push` to the default remote, and `dvc exp push` of the experiment when git has a remote."""
+    pushed: dict[str, Any] = {"dvc_push": None, "exp_push": None}
+    if dvc_remote_url(root):
+        done = subprocess.run([executable("dvc"), "push", "-q"], cwd=root, env=env, capture_output=True, text=True)
+        pushed["dvc_push"] = "ok" if done.returncode == 0 else f"failed: {(done.stderr or done.stdout).strip()[-500:]}"
+    git_remote = subprocess.run(["git", "remote"], cwd=root, capture_output=True, text=True).stdout.split()
+    if git_remote:
+        done = subprocess.run([executable("dvc"), "exp", "push", git_remote[0], name], cwd=root, env=env,
+                              capture_output=True, text=True)
+        pushed["exp_push"] = "ok" if done.returncode == 0 else f"failed: {(done.stderr or done.stdout).strip()[-500:]}"
+    return pushed
 
 
 # ----------------------------------------------------------------------------- params overrides

@@ -392,6 +392,36 @@ def promote(
         fail(str(error))
 
 
+@app.command("lineage")
+def lineage(
+    model: Annotated[str, typer.Argument(help="A registered model version: models:/NAME@ALIAS or models:/NAME/N.")] = "models:/univg@champion",
+    all_versions: Annotated[bool, typer.Option("--all", help="Instead: every DVC experiment the registry's versions of gate.model_name were made by (what `dvc gc` must keep).")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Print what made a registered model: its DVC experiment, git commit, dvc.lock and data hashes, the DVC remote its outputs were pushed to, and where to clone from."""
+    from univg.lineage import model_lineage, registered_experiments
+    from univg.tracking import setup_mlflow
+
+    cfg = params_from(params, None)
+    setup_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
+    echo_json(registered_experiments(cfg.gate.model_name) if all_versions else model_lineage(model))
+
+
+@app.command("restore")
+def restore(
+    model: Annotated[str, typer.Argument(help="A registered model version: models:/NAME@ALIAS or models:/NAME/N.")],
+    into: Annotated[Path, typer.Option(help="A new folder: the clone with that model's data, params and outputs.")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Bring back the exact code, params, data and outputs that made a registered model: git clone, dvc exp pull, dvc exp apply, dvc pull."""
+    from univg.lineage import restore as run
+    from univg.tracking import setup_mlflow
+
+    cfg = params_from(params, None)
+    setup_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
+    echo_json(run(model, into))
+
+
 @app.command("predict")
 def predict(
     query: Annotated[str, typer.Option(help="The question; it may need reasoning across the images.")],

@@ -21,8 +21,7 @@ from univg.gate import HIT_IOU, GateDecision, PromotionError, best_candidate, de
 from univg.tracking import (
     FINGERPRINT_TAG,
     checkpoint_fingerprint,
-    data_hash,
-    git_commit,
+    lineage_tags,
     log_jsonl_input,
     log_model_checkpoint,
     setup_mlflow,
@@ -143,6 +142,7 @@ def _record(name: str, version: Any) -> dict[str, Any]:
         "eval": {k.removeprefix("eval."): json.loads(v) for k, v in sorted(tags.items()) if k.startswith("eval.")},
         "data_hash": tags.get("data_hash"),
         "git_commit": tags.get("git_commit"),
+        "experiment": tags.get("univg.experiment") or None,
     }
 
 
@@ -200,7 +200,7 @@ def promote(
         per_sample_key = f"{PER_SAMPLE_TAG}.{benchmark}"
         _tag_version(client, name, version.version, {
             per_sample_key: f"runs:/{version_run}/gate/{benchmark}/{Path(candidate_per_sample).name}",
-            "data_hash": data_hash(), "git_commit": git_commit(), "univg.candidate": candidate_name,
+            **lineage_tags(), "univg.candidate": candidate_name,
             "univg.candidate.chosen_because": chosen_because or "named by the caller",
             **_eval_tags(Path(metrics_file or params.eval.metrics_file), candidate_name),
         })

@@ -86,6 +86,54 @@ def git_commit(root: str | Path | None = None) -> str:
         return "unknown"
 
 
+EXPERIMENT_ENV = "UNIVG_EXPERIMENT"  # the DVC experiment a flow run is saved as, set for every stage it runs
+LINEAGE_KEYS = ("univg.experiment", "git_commit", "dvc_lock_md5", "data_hash", "dvc.remote", "git.repo")
+
+
+def lineage_tags(root: str | Path | None = None) -> dict[str, str]:
+    """What made a run, as tags (univg.lineage reads them back): the DVC experiment, the git commit,
+    dvc.lock's and the data's hashes, the DVC remote the outputs go to, and where to clone from."""
+    root = repo_root(root)
+    lock = root / "dvc.lock"
+    return {
+        "univg.experiment": os.environ.get(EXPERIMENT_ENV, ""),
+        "git_commit": git_commit(root),
+        "dvc_lock_md5": hashlib.md5(lock.read_bytes()).hexdigest() if lock.is_file() else "unknown",
+        "data_hash": data_hash(root),
+        "dvc.remote": dvc_remote_url(root),
+        "git.repo": git_repo_url(root),
+    }
+
+
+def dvc_remote_url(root: str | Path | None = None) -> str:
+    """The default DVC remote's URL ('' for none); a local path is made absolute (DVC reads paths in
+    its config relative to .dvc/). Read from .dvc/config and config.local, as DVC merges them."""
+    import configparser
+
+    folder = repo_root(root) / ".dvc"
+    config = configparser.ConfigParser()
+    try:
+        config.read([folder / "config", folder / "config.local"])
+    except configparser.Error:
+        return ""
+    name = config.get("core", "remote", fallback="")
+    url = config.get(f"'remote \"{name}\"'", "url", fallback="") if name else ""
+    if not url or "://" in url or Path(url).is_absolute():
+        return url
+    return str((folder / url).resolve())
+
+
+def git_repo_url(root: str | Path | None = None) -> str:
+    """Where a fresh clone of this checkout comes from: its `origin` remote, else its own folder."""
+    root = repo_root(root)
+    try:
+        out = subprocess.run(["git", "remote", "get-url", "origin"], cwd=root, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return str(root.resolve())
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else str(root.resolve())
+
+
 def data_hash(root: str | Path | None = None, stage: str = "data") -> str:
     """md5 of the `stage`'s first output in dvc.lock (the data the model was trained on)."""
     import yaml
@@ -117,7 +165,7 @@ def stage_run(
     tracking = getattr(params, "tracking", None)
     setup_mlflow(getattr(tracking, "uri", ""), getattr(tracking, "experiment", "univg"))
     parent = os.environ.get(PARENT_RUN_ENV)
-    tags = {"univg.stage": stage, "git_commit": git_commit(), "data_hash": data_hash()}
+    tags = {"univg.stage": stage, **lineage_tags()}
     if parent:
         tags["mlflow.parentRunId"] = parent
     with mlflow.start_run(run_name=run_name or stage, tags=tags) as run:

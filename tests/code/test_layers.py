@@ -5,7 +5,7 @@ Layers, bottom to top (docs/architecture.md draws them):
   1 shared services:      tracking, prompts, data/
   2 building blocks:      models/, cot/, rewards
   3 lifecycle stages:     train/, eval/
-  4 release:              gate, registry, serve, summary
+  4 release:              gate, registry, serve, summary, lineage
   5 entry point:          cli
 Imports inside functions count too: a lazy import still ties the two modules together.
 """
@@ -21,7 +21,8 @@ LAYERS = (
     ("univg/tracking.py", "univg/prompts.py", "univg/data/"),
     ("univg/models/", "univg/cot/", "univg/rewards.py"),
     ("univg/train/", "univg/eval/"),
-    ("univg/gate.py", "univg/registry.py", "univg/predict.py", "univg/serve.py", "univg/summary.py"),
+    ("univg/gate.py", "univg/registry.py", "univg/predict.py", "univg/serve.py", "univg/summary.py",
+     "univg/lineage.py"),
     ("univg/cli.py", "univg/__main__.py"),
 )
 

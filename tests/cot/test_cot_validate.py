@@ -66,7 +66,9 @@ CASES = [
     ("duplicate_content", {"id": "dup-b", "question": "Q-dup"}, "duplicate"),
     ("duplicate_id", {"id": "same-id", "question": "Q-id-b"}, "duplicate_id"),
     ("test_id", {"id": "test-0001"}, "in_test_split"),
-    ("test_content", {"question": "Q-test-content", "images": ["img/c.png", "img/a.png"]}, "in_test_split"),
+    ("test_content", {"question": "Q-test-content", "images": ["img/tc1.png", "img/tc2.png"]}, "in_test_split"),
+    # a test image saved again under another name, with another PNG compression: same pixels
+    ("test_image_copy", {"images": ["img/t_copy.png", "img/b.png", "img/c.png"]}, "image_in_test_split"),
 ]
 # The only other reasons a case may get (one fault that honestly breaks two checks).
 ALSO = {
@@ -74,6 +76,7 @@ ALSO = {
     "no_images": {"target_out_of_range"},
     "target_too_big": {"chain_names_wrong_image"},
     "target_zero": {"chain_names_wrong_image"},
+    "test_content": {"image_in_test_split"},  # the same files as the test record: their pixels too
 }
 # Rows that must pass; the first occurrences of the duplicates among them.
 GOOD = [
@@ -113,15 +116,17 @@ def validated(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("validate")
     (root / "data" / "img").mkdir(parents=True)
-    for name in "abc":
-        Image.new("RGB", (16, 16), "red").save(root / "data" / "img" / f"{name}.png")
+    colours = {"a": "red", "b": "green", "c": "blue", "t": "yellow", "tc1": "purple", "tc2": "orange"}
+    for name, colour in colours.items():
+        Image.new("RGB", (16, 16), colour).save(root / "data" / "img" / f"{name}.png")
+    Image.new("RGB", (16, 16), "yellow").save(root / "data" / "img" / "t_copy.png", compress_level=1)
     (root / "data" / "img" / "broken.png").write_bytes(b"\x89PNG not really")
     (root / "shared").mkdir()
     Image.new("RGB", (16, 16), "red").save(root / "shared" / "a.png")  # beside data/: inside the root
     Image.new("RGB", (16, 16), "red").save(root.parent / "outside.png")  # above the root
     write_lines(root / "test.jsonl", [
-        good_record(id="test-0001", question="held out", images=["data/img/a.png"]),
-        good_record(id="test-0002", question="Q-test-content", images=["data/img/c.png", "data/img/a.png"]),
+        good_record(id="test-0001", question="held out", images=["data/img/t.png"]),
+        good_record(id="test-0002", question="Q-test-content", images=["data/img/tc1.png", "data/img/tc2.png"]),
     ])
     rows: list = [_row(name, change) for name, change in GOOD]
     rows += [_row(name, change) for name, change, _ in CASES]

@@ -5,6 +5,7 @@ params override, and a process worker executing it to COMPLETED in a stand-in ch
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import mlflow
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from flows import deploy
+from flows.steps import executable
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +66,12 @@ def test_registered_deployment_runs_to_completed_on_a_worker(prefect_server, sta
     finally:
         deploy.stop(worker)
 
-    # --- it ran in the checkout: override written, model registered, decision recorded
-    assert yaml.safe_load((standin_repo / "params.yaml").read_text())["grpo"]["tiny-cpu"]["seed"] == 7
+    # --- it ran in the checkout as a DVC experiment: params.yaml as it was, the override kept in the
+    # experiment, the model registered with that experiment, the decision recorded
+    assert yaml.safe_load((standin_repo / "params.yaml").read_text())["grpo"]["tiny-cpu"]["seed"] == 0
+    shown = subprocess.run([executable("dvc"), "exp", "show", "--json"], cwd=standin_repo, capture_output=True,
+                           text=True, check=True).stdout
+    assert '"seed": 7' in json.dumps(json.loads(shown))
     promotion = json.loads((standin_repo / "metrics" / "promotion.json").read_text())
     assert promotion["promoted"] is True
     mlflow.set_tracking_uri(f"sqlite:///{standin_repo / 'mlruns.db'}")

@@ -6,6 +6,7 @@ import json
 
 import mlflow
 import pytest
+import yaml
 
 from flows.pipeline import pipeline
 
@@ -49,8 +50,12 @@ def test_flow_runs_stages_under_one_parent_and_ends_with_a_decision(prefect_harn
     assert "| grpo |" in summary and "promoted to champion" in summary and result["mlflow_link"] in summary
     assert _artifact("univg-mlflow-run").data.startswith("[MLflow parent run](")
 
+    # --- the run is a DVC experiment and the checkout's params.yaml is as it was
+    assert yaml.safe_load((standin_repo / "params.yaml").read_text())["grpo"]["tiny-cpu"]["seed"] == 0
+    assert result["experiment"] and parent.data.tags["univg.experiment"] == result["experiment"]
+
     # --- nothing changed: DVC skips everything; forcing promote again changes nothing (idempotent)
-    again = pipeline(repo=str(standin_repo), force=["promote"], stage_retries=0)
+    again = pipeline(repo=str(standin_repo), overrides={"grpo.tiny-cpu.seed": "1"}, force=["promote"], stage_retries=0)
     assert [s["status"] for s in again["stages"]] == ["skipped", "skipped", "skipped", "ran"]
     assert len(client.search_model_versions("name='univg'")) == 1
     assert json.loads((standin_repo / "metrics" / "promotion.json").read_text()) == promotion

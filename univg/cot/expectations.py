@@ -84,6 +84,8 @@ def suite_checks(cfg: Any) -> list[Check]:
               {"column": "id_rank", "max_value": 0}),
         Check("in_test_split", "no test-split record (by id or by question and images)", "ExpectColumnValuesToBeInSet",
               {"column": "in_test", "value_set": [False]}),
+        Check("image_in_test_split", "no image whose pixels are a test-split image's (a copy under another name)",
+              "ExpectColumnValuesToBeInSet", {"column": "image_in_test", "value_set": [False]}),
     ]
 
 

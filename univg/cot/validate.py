@@ -12,7 +12,9 @@ validate.min_accept_fraction.
 
 Checks are GX expectations (univg/cot/expectations.py) on columns derived here in one pass:
 types, question, images (checked once per unique file, in threads), box, target, chain (length,
-which image its conclusion names), the teacher's own answer, duplicates and test-split leakage.
+which image its conclusion names), the teacher's own answer, duplicates and test-split leakage (by
+id, by question and image paths, and by image content: a training image whose pixels equal a test
+image's, whatever its file name).
 Duplicates keep their first occurrence in file order.
 """
 
@@ -25,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from univg.data.images import ImageError, ImagePolicy, data_root_for, open_rgb, stage_policy
+from univg.data.images import ImageError, ImagePolicy, data_root_for, pixel_digest, stage_policy
 from univg.data.naming import last_named_image
 from univg.errors import UserError
 from univg.schema import iou, read_jsonl_lines
@@ -58,8 +60,8 @@ def validate_file(
     records, unparseable = read_lines(input_path)
 
     # -- derive the columns the expectations look at
-    test_ids, test_keys = read_test_split(Path(test_split), image_root) if test_split else (set(), set())
-    frame = derive_columns([r for _, r in records], base_dir, test_ids, test_keys, policy)
+    test_ids, test_keys, test_images = read_test_split(Path(test_split), image_root) if test_split else (set(), set(), set())
+    frame = derive_columns([r for _, r in records], base_dir, test_ids, test_keys, policy, test_images)
 
     # -- run the suite (writes the Data Docs) and map failing rows back to reasons
     failing = run_suite(frame, cfg, out_dir / "data_docs") if len(frame) else {}
@@ -138,15 +140,16 @@ def read_lines(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[
     return records, unparseable
 
 
-def read_test_split(path: Path, image_root: Path | None = None) -> tuple[set[str], set[str]]:
-    """Ids and (question, images) keys of the test split; its unreadable lines cannot leak, so they are skipped.
+def read_test_split(path: Path, image_root: Path | None = None) -> tuple[set[str], set[str], set[str]]:
+    """Ids, (question, images) keys and image pixel digests of the test split; its unreadable lines
+    and images cannot leak, so they are skipped.
 
     Its image paths are read relative to its own folder and, when an image root is given, to that too.
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: test split not found")
     bases = [_Paths(path.parent)] + ([_Paths(Path(image_root))] if image_root else [])
-    ids, keys = set(), set()
+    ids, keys, files = set(), set(), set()
     for line in read_jsonl_lines(path):
         if isinstance(line.data, dict):
             if isinstance(line.data.get("id"), str):
@@ -155,7 +158,9 @@ def read_test_split(path: Path, image_root: Path | None = None) -> tuple[set[str
                 key = _content_key(line.data.get("question"), line.data.get("images"), paths)
                 if key is not None:
                     keys.add(key)
-    return ids, keys
+                    files.update(paths.absolute(p) for p in _image_paths(line.data.get("images")) or [])
+    digests = image_digests(files, ImagePolicy(allow_outside_root=True))  # the test split's own files
+    return ids, keys, {d for d in digests.values() if d is not None}
 
 
 # ----------------------------------------------------------------------------- derived columns
@@ -217,35 +222,36 @@ def _content_key(question: Any, images: Any, paths: _Paths) -> str | None:
     return "\x1f".join([" ".join(question.split()), *(paths.absolute(p) for p in images)])
 
 
-def check_images(paths: Iterable[str], policy: ImagePolicy = ImagePolicy(allow_outside_root=True)) -> dict[str, bool]:
-    """{path: usable}, each unique file opened once, in threads (PIL decodes without the GIL). Usable:
-    inside the policy's root after symlinks, within the size limits, and it decodes."""
+def image_digests(paths: Iterable[str], policy: ImagePolicy = ImagePolicy(allow_outside_root=True)) -> dict[str, str | None]:
+    """{path: pixel digest, or None when unusable}, each unique file opened once, in threads (PIL
+    decodes without the GIL). Usable: inside the policy's root after symlinks, within the size
+    limits, and it decodes. The digest (univg.data.images.pixel_digest) finds a test image saved again."""
     unique = sorted(set(paths))
-    def readable(path: str) -> bool:
+    def digest(path: str) -> str | None:
         real = Path(path).resolve()
         if not policy.allows(real, Path(path).parent):
-            return False
+            return None
         try:
-            open_rgb(real, policy.max_pixels)
-            return True
+            return pixel_digest(real, policy.max_pixels)
         except ImageError:  # missing, truncated, not an image, too large: all the same to the check
-            return False
+            return None
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        return dict(zip(unique, pool.map(readable, unique), strict=True))
+        return dict(zip(unique, pool.map(digest, unique), strict=True))
 
 
 def derive_columns(records: list[dict[str, Any]], base_dir: Path, test_ids: set[str] = frozenset(),
-                   test_keys: set[str] = frozenset(), policy: ImagePolicy | None = None) -> Any:
+                   test_keys: set[str] = frozenset(), policy: ImagePolicy | None = None,
+                   test_images: set[str] = frozenset()) -> Any:
     """One row per record with the scalar columns the suite checks (None where a column does not apply)."""
     import pandas as pd
 
     paths = _Paths(base_dir)
     policy = policy or ImagePolicy(root=Path(base_dir))
-    readable = check_images((paths.absolute(p) for r in records for p in (_image_paths(r.get("images")) or [])), policy)
+    digests = image_digests((paths.absolute(p) for r in records for p in (_image_paths(r.get("images")) or [])), policy)
     columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
     for record in records:
-        for name, value in _derive_row(record, paths, readable, test_ids, test_keys).items():
+        for name, value in _derive_row(record, paths, digests, test_ids, test_keys, test_images).items():
             columns[name].append(value)
     frame = pd.DataFrame({name: pd.Series(values, dtype=_COLUMNS[name]) for name, values in columns.items()})
     # Duplicates: the first occurrence (in file order) keeps rank 0 and passes; later ones fail.
@@ -260,10 +266,12 @@ _COLUMNS = {
     "box_lo": "Int64", "box_hi": "Int64", "box_x1": "Int64", "box_y1": "Int64", "box_x2": "Int64", "box_y2": "Int64",
     "target": "Int64", "chain": "object", "chain_names_image": "boolean", "chain_conclusion": "Int64",
     "answer_iou": "Float64", "answer_image": "Int64", "dup_key": "object", "id_key": "object", "in_test": "boolean",
+    "image_in_test": "boolean",
 }
 
 
-def _derive_row(record: dict[str, Any], resolver: _Paths, readable: dict[str, bool], test_ids, test_keys) -> dict[str, Any]:
+def _derive_row(record: dict[str, Any], resolver: _Paths, digests: dict[str, str | None], test_ids, test_keys,
+                test_images) -> dict[str, Any]:
     get = record.get
     types = {f"type_{f}": _type_name(get(f, _MISSING)) for f in ("task", "source", "question", "cot", "meta")}
     id_ = get("id", _MISSING)
@@ -288,7 +296,8 @@ def _derive_row(record: dict[str, Any], resolver: _Paths, readable: dict[str, bo
         **types,
         "question_chars": len(question.strip()) if isinstance(question, str) else None,
         "n_images": len(images) if images is not None else None,
-        "images_ok": all(readable[resolver.absolute(p)] for p in images) if images is not None else None,
+        "images_ok": all(digests[resolver.absolute(p)] is not None for p in images) if images is not None else None,
+        "image_in_test": any(digests[resolver.absolute(p)] in test_images for p in images) if images else None,
         "box_lo": _clip(min(box)) if box_ok else None, "box_hi": _clip(max(box)) if box_ok else None,
         "box_x1": _clip(box[0]) if box_ok else None, "box_y1": _clip(box[1]) if box_ok else None,
         "box_x2": _clip(box[2]) if box_ok else None, "box_y2": _clip(box[3]) if box_ok else None,

@@ -155,6 +155,17 @@ def open_rgb(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Imag
         raise ImageError(f"image not decodable: {path} ({type(error).__name__}: {error})") from None
 
 
+def pixel_digest(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> str:
+    """sha256 of an image's size and RGB pixels: the same picture saved twice (another file name,
+    another PNG compression, metadata stripped) has the same digest; a lossy re-encode does not."""
+    import hashlib
+
+    image = open_rgb(path, max_pixels)
+    digest = hashlib.sha256(f"{image.width}x{image.height}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
 def image_problems(paths: Sequence[str], base_dir: str | Path, policy: ImagePolicy = ImagePolicy()) -> list[str]:
     """Every image of a record that cannot be used, each named with its problem (empty: all good)."""
     problems = []
