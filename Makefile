@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-all lint mutation clean
+.PHONY: install run test test-all lint mutation bench clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (univg needs Python 3.11)"; exit 1; }
@@ -33,6 +33,9 @@ run: install ## Run the whole pipeline (dvc repro) on the embedded default
 
 test: install ## The test suite (slow tests excluded)
 	$(BIN)/pytest -q
+
+bench: install ## Every speed and memory figure in one table (QUICK=1: a few minutes); benchmarks/results.json
+	$(BIN)/python benchmarks/run_all.py $(if $(QUICK),--quick,)
 
 test-all: install ## Everything, slow tests included
 	$(BIN)/pytest -q -m ''

@@ -18,6 +18,7 @@ class StepTimer(TrainerCallback):
     def __init__(self) -> None:
         self.wall: list[float] = []
         self.cpu: list[float] = []
+        self.tokens: list[float] = []  # TRL's running token count, at each logged step
         self._started = (0.0, 0.0)
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -26,6 +27,10 @@ class StepTimer(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.wall.append(time.perf_counter() - self._started[0])
         self.cpu.append(time.process_time() - self._started[1])
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "num_tokens" in logs:
+            self.tokens.append(float(logs["num_tokens"]))
 
 
 def build_inputs(params, per_task: int, scratch: Path, with_cot: bool) -> tuple[Path, Path]:

@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200, help="Distinct image files the records reuse.")
     parser.add_argument("--eager-max", type=int, default=1000,
                         help="Largest record count the eager baseline is run at (it needs ~2.4 GiB per 1k records).")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -101,6 +102,8 @@ def main() -> None:
                 results.append(result)
                 print(f"{mode:5s} {size:6d} records: peak RSS {result['peak_mib']:7.0f} MiB "
                       f"(+{result['growth_mib']:6.0f} MiB over the imports), {result['seconds']:5.1f} s", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps({"runs": results}, indent=2) + "\n")
     small, large = min(args.sizes), max(args.sizes)
     lazy = {r["records"]: max(r["growth_mib"], 1.0) for r in results if r["mode"] == "lazy"}
     eager = {r["records"]: r["growth_mib"] for r in results if r["mode"] == "eager"}

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench_common import StepTimer, build_inputs
+from hardware import matmul_peak, non_embedding_parameters, training_flops
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # throughput only: no sample drawing, no checkpoint before the end
     params = load_params(args.params, {
-        "sft.profile": "tiny-cpu", "sft.resume": "never",
+        "sft.profile": "tiny-cpu", "sft.resume": "never", "sft.tiny-cpu.logging_steps": 1,
         "sft.tiny-cpu.sample_every_steps": 0, "sft.tiny-cpu.save_steps": args.steps + 1,
     })
     profile = params.sft.active
@@ -48,11 +49,20 @@ def main(argv: list[str] | None = None) -> int:
         train_file, base = build_inputs(params, args.per_task, scratch, with_cot=True)
         timer = StepTimer()
         summary = train_sft(params, train_file, str(base), scratch / "sft", max_steps=args.steps, callbacks=[timer])
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(base)
+        weights = non_embedding_parameters(model)
+        text = model.config.text_config
 
     import torch
 
     wall, cpu = timer.wall[1:] or timer.wall, timer.cpu[1:] or timer.cpu
     batch = profile.per_device_train_batch_size * profile.gradient_accumulation_steps
+    # tokens of the timed steps (TRL counts the attention mask), and the machine's ceiling
+    tokens = timer.tokens[-1] - timer.tokens[0] if len(timer.tokens) > 1 else 0
+    flops = training_flops(weights, tokens, text.num_hidden_layers, text.hidden_size, tokens / max(1, batch * len(wall)))
+    peak = matmul_peak()
     result = {
         "profile": "tiny-cpu",
         "model": {k: getattr(params.model, k) for k in ("hidden_size", "num_layers", "vision_depth", "vocab_size")},
@@ -65,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         "samples_per_cpu_second": round(batch * len(cpu) / sum(cpu), 2),
         "run_samples_per_second": summary["samples_per_second"],
         "seconds_per_step": round(sum(wall) / len(wall), 3),
+        "tokens_per_second": round(tokens / sum(wall), 1),
+        "non_embedding_parameters": weights,
+        "achieved_gflops": round(flops / sum(wall) / 1e9, 3),
+        **peak,
+        "fraction_of_matmul_peak": round(flops / sum(wall) / 1e9 / peak["matmul_gflops"], 4),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "train_loss_first": summary["train_loss_first"],
         "train_loss_last": summary["train_loss_last"],

@@ -54,32 +54,46 @@ def slices(count: int, shards: int) -> list[range]:
 
 
 # ----------------------------------------------------------------------------- evaluation
+def _benchmark(benchmark: str, annotations: str, image_root: str | None, params: Params):
+    """The benchmark as `univg eval` reads it: the same image policy and row limit on every shard."""
+    from univg.data.benchmarks import load_benchmark
+    from univg.data.images import stage_policy
+
+    policy = stage_policy(annotations, image_root, params.data)
+    loaded = load_benchmark(benchmark, annotations, image_root, policy)
+    return loaded.head(params.eval.limit) if params.eval.limit else loaded
+
+
 @task(name="eval-shard")
 def eval_shard(model: str, benchmark: str, annotations: str, image_root: str | None, answer_format: str,
-               batch_size: int, max_new_tokens: int, shard: int, shards: int, device: str) -> dict[str, Any]:
-    from univg.data.benchmarks import load_benchmark
+               shard: int, shards: int, params: Params) -> dict[str, Any]:
     from univg.eval.run import generate_shard
 
-    loaded = load_benchmark(benchmark, annotations, image_root)
-    result = generate_shard(model, loaded, answer_format, batch_size, max_new_tokens, (shard, shards), device)
+    cfg = params.eval
+    loaded = _benchmark(benchmark, annotations, image_root, params)
+    result = generate_shard(model, loaded, answer_format, cfg.batch_size, cfg.max_new_tokens, (shard, shards),
+                            cfg.device, params.model.family)
     return {"rows": result.rows, "family": result.family, "limits": result.limits}
 
 
 @flow(name="univg-fanout-eval")
 def fanout_eval(model: str, benchmark: str, annotations: str, out: str, params: Params,
                 image_root: str | None = None) -> dict[str, Any]:
-    from univg.data.benchmarks import load_benchmark
     from univg.eval.scoring import resolve_answer_format, score_records
     from univg.models.loading import trained_answer_format
     from univg.schema import write_jsonl
 
     cfg, fan = params.eval, params.fanout
-    loaded = load_benchmark(benchmark, annotations, image_root)
+    # shards may run on other machines: every path absolute (the same on each node: a shared filesystem)
+    annotations = str(Path(annotations).resolve())
+    image_root = str(Path(image_root).resolve()) if image_root else None
+    model = str(Path(model).resolve()) if Path(model).exists() else model
+    loaded = _benchmark(benchmark, annotations, image_root, params)
     asked = trained_answer_format(model) if cfg.answer_format == "auto" else cfg.answer_format
     chosen = resolve_answer_format(loaded, asked)  # the model's own format, else the benchmark's
     with remote_options(num_cpus=fan.cpus_per_shard, num_gpus=fan.gpus_per_shard):
-        futures = [eval_shard.submit(model, benchmark, annotations, image_root, chosen, cfg.batch_size,
-                                     cfg.max_new_tokens, k, fan.shards, cfg.device) for k in range(fan.shards)]
+        futures = [eval_shard.submit(model, benchmark, annotations, image_root, chosen, k, fan.shards, params)
+                   for k in range(fan.shards)]
     parts = [future.result() for future in futures]
     rows = sorted((row for part in parts for row in part["rows"]), key=lambda r: r["index"])
     if [r["index"] for r in rows] != sorted({r["index"] for r in rows}):
@@ -109,7 +123,7 @@ def cot_shard(numbered: list[tuple[int, dict]], cot: Any, base_dir: str) -> dict
 def fanout_cot(input_path: str, out: str, params: Params, image_root: str | None = None) -> dict[str, Any]:
     from univg.cot.generate import read_input, write_outputs
 
-    base_dir = Path(image_root) if image_root else Path(input_path).parent
+    base_dir = (Path(image_root) if image_root else Path(input_path).parent).resolve()
     numbered, unreadable = read_input(Path(input_path), None)
     fan = params.fanout
     with remote_options(num_cpus=fan.cpus_per_shard, num_gpus=fan.gpus_per_shard):

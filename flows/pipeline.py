@@ -136,11 +136,14 @@ def pipeline(
     unknown = sorted(set(force or []) - set(order))
     if unknown:
         raise ValueError(f"force names stage(s) {unknown} that are not in {order}")
-    experiment = experiment_name(flow_run.get_name() or "local")
+    experiment = experiment_name(flow_run.get_name() or "local", str(flow_run.get_id() or ""))
     with params_restored(root):  # the overrides live in the experiment, not in the checkout
         result = _run_as_experiment(root, experiment, overrides, force, order, stages is None, stage_retries,
                                     retry_delay_seconds)
     result["pushed"] = push_run_outputs(root, experiment, result.pop("env"))
+    failed = {what: outcome for what, outcome in result["pushed"].items() if str(outcome).startswith("failed")}
+    if failed:  # the run is complete here, but not shared: say so loudly rather than succeed quietly
+        raise RuntimeError(f"run kept as experiment {experiment}, but pushing it failed: {failed}")
     return result
 
 

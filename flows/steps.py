@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from univg.config import ConfigError, dump_params, load_params, set_dotted
-from univg.tracking import PARENT_RUN_ENV, dvc_remote_url
+from univg.tracking import PARENT_RUN_ENV
 
 # Failures a retry cannot fix: a stage DVC does not know, a bad dvc.yaml/params.yaml, or the CLI
 # refusing its input (`univg` prints "error: ..." and exits 1 or 2 for bad input). Everything
@@ -191,12 +191,15 @@ def save_experiment(root: Path, name: str, env: dict[str, str]) -> dict[str, Any
 def push_outputs(root: Path, name: str, env: dict[str, str]) -> dict[str, Any]:
     """`dvc push` to the default remote, and `dvc exp push` of the experiment when git has a remote."""
     pushed: dict[str, Any] = {"dvc_push": None, "exp_push": None}
-    if dvc_remote_url(root):
+    # DVC's own answer, so a remote set in the global or system config counts too
+    default = subprocess.run([executable("dvc"), "remote", "default"], cwd=root, env=env, capture_output=True, text=True)
+    if default.returncode == 0 and default.stdout.strip():
         done = subprocess.run([executable("dvc"), "push", "-q"], cwd=root, env=env, capture_output=True, text=True)
         pushed["dvc_push"] = "ok" if done.returncode == 0 else f"failed: {(done.stderr or done.stdout).strip()[-500:]}"
-    git_remote = subprocess.run(["git", "remote"], cwd=root, capture_output=True, text=True).stdout.split()
-    if git_remote:
-        done = subprocess.run([executable("dvc"), "exp", "push", git_remote[0], name], cwd=root, env=env,
+    git_remotes = subprocess.run(["git", "remote"], cwd=root, capture_output=True, text=True).stdout.split()
+    if git_remotes:  # `univg restore` clones from origin, so that is where the experiment goes
+        target = "origin" if "origin" in git_remotes else git_remotes[0]
+        done = subprocess.run([executable("dvc"), "exp", "push", target, name], cwd=root, env=env,
                               capture_output=True, text=True)
         pushed["exp_push"] = "ok" if done.returncode == 0 else f"failed: {(done.stderr or done.stdout).strip()[-500:]}"
     return pushed

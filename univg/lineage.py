@@ -45,9 +45,27 @@ def _run(args: list[str], cwd: Path, check: bool = False) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def experiment_name(flow_run_name: str) -> str:
-    """A DVC experiment name from a Prefect flow run name (git ref rules: letters, digits, - and _)."""
-    return "univg-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", flow_run_name).strip("-") or "local")
+_EXPERIMENT = re.compile(r"univg-[A-Za-z0-9_-]+")
+
+
+def experiment_name(flow_run_name: str, flow_run_id: str = "") -> str:
+    """A DVC experiment name from a Prefect flow run (git ref rules: letters, digits, - and _).
+    Prefect's two-word run names repeat over time; the run id's first characters keep it unique."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", flow_run_name).strip("-") or "local"
+    suffix = re.sub(r"[^A-Za-z0-9]+", "", flow_run_id)[:8]
+    return f"univg-{name}" + (f"-{suffix}" if suffix else "")
+
+
+def _checked(lineage: dict[str, Any]) -> dict[str, Any]:
+    """Refuse tag values that would reach git or DVC as options or odd refs (tags are user-writable)."""
+    if not _EXPERIMENT.fullmatch(lineage["univg.experiment"]):
+        raise LineageError(f"experiment name {lineage['univg.experiment']!r} is not one this project writes")
+    for key in ("git.repo", "dvc.remote"):
+        if lineage[key].startswith("-") or any(c in lineage[key] for c in "\n\r\0"):
+            raise LineageError(f"tag {key} = {lineage[key]!r} is not a repository or remote address")
+    if not lineage["git.repo"]:
+        raise LineageError("the model version names no git repository (tag git.repo) to clone from")
+    return lineage
 
 
 # ----------------------------------------------------------------------------- a model's lineage
@@ -86,14 +104,14 @@ def registered_experiments(name: str) -> dict[str, list[str]]:
 
 def restore(model_uri: str, into: str | Path) -> dict[str, Any]:
     """Clone the code, pull and apply the model's DVC experiment, and pull its outputs into `into`."""
-    lineage = model_lineage(model_uri)
+    lineage = _checked(model_lineage(model_uri))
     into = Path(into)
     if into.exists() and any(into.iterdir()):
         raise LineageError(f"{into}: not empty; restore into a new folder")
     experiment, remote = lineage["univg.experiment"], lineage["dvc.remote"]
-    _run(["git", "clone", "-q", lineage["git.repo"], str(into)], Path.cwd(), check=True)
+    _run(["git", "clone", "-q", "--", lineage["git.repo"], str(into)], Path.cwd(), check=True)
     if remote:  # the checkout's remote may be a path relative to a folder this clone does not have
-        _run(["dvc", "remote", "add", "--local", "--force", "--default", "lineage", remote], into, check=True)
+        _run(["dvc", "remote", "add", "--local", "--force", "--default", "--", "lineage", remote], into, check=True)
     _run(["dvc", "exp", "pull", "origin", experiment], into, check=True)
     _run(["dvc", "exp", "apply", experiment], into, check=True)
     _run(["dvc", "pull"], into, check=True)

@@ -98,11 +98,25 @@ def lineage_tags(root: str | Path | None = None) -> dict[str, str]:
     return {
         "univg.experiment": os.environ.get(EXPERIMENT_ENV, ""),
         "git_commit": git_commit(root),
-        "dvc_lock_md5": hashlib.md5(lock.read_bytes()).hexdigest() if lock.is_file() else "unknown",
+        "dvc_lock_md5": hashlib.md5(lock.read_bytes()).hexdigest() if lock.is_file() else "unknown",  # at the start
         "data_hash": data_hash(root),
-        "dvc.remote": dvc_remote_url(root),
-        "git.repo": git_repo_url(root),
+        "dvc.remote": without_credentials(dvc_remote_url(root)),
+        "git.repo": without_credentials(git_repo_url(root)),
     }
+
+
+def without_credentials(url: str) -> str:
+    """`url` without a user or token (https://user:token@host/... -> https://host/...): tags are not secrets."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    # over http(s) a user name alone may be a token (https://TOKEN@github.com); over ssh it is the login
+    keep_user = parts.username and not parts.password and not parts.scheme.startswith("http")
+    if not (parts.username or parts.password) or keep_user:
+        return url
+    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
 
 
 def dvc_remote_url(root: str | Path | None = None) -> str:
@@ -111,7 +125,7 @@ def dvc_remote_url(root: str | Path | None = None) -> str:
     import configparser
 
     folder = repo_root(root) / ".dvc"
-    config = configparser.ConfigParser()
+    config = configparser.ConfigParser(interpolation=None)  # a '%' in a URL is a character, not a template
     try:
         config.read([folder / "config", folder / "config.local"])
     except configparser.Error:

@@ -195,3 +195,12 @@ def test_a_malformed_path_map_is_one_clear_line(pair, tmp_path):
     result = CliRunner().invoke(app, ["data", "import", "--input", str(RELEASE / "lisa_grounding.json"), "--format",
                                       "reasoning-grounding", "--out", str(tmp_path), "--path-map", pair])
     assert result.exit_code == 1 and "write it as OLD=NEW" in result.output
+
+
+def test_rows_that_share_an_image_are_split_together():
+    """A video's frames or one picture's several questions must not straddle train and test."""
+    from univg.data.stage import image_groups
+
+    rows = [{"images": ["v1/3.jpg", "v1/9.jpg"]}, {"images": ["v2/0.jpg"]}, {"images": ["v1/9.jpg", "v1/12.jpg"]},
+            {"images": ["v1/12.jpg", "x.jpg"]}]
+    assert image_groups(rows) == ["v1/12.jpg", "v2/0.jpg", "v1/12.jpg", "v1/12.jpg"]

@@ -103,3 +103,18 @@ def test_an_ablation_grid_is_runs_of_the_flow_and_one_table(prefect_harness, sta
                              output_format="list")[0]
     assert {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "ablation")} == {
         "ablation/ablation.json", "ablation/ablation.md", "ablation/ablation.png"}
+
+
+def test_restore_refuses_tags_that_would_reach_git_as_options():
+    from univg.lineage import LineageError, _checked, experiment_name
+    from univg.tracking import without_credentials
+
+    good = {"univg.experiment": "univg-crimson-otter-1a2b3c4d", "git.repo": "/repo", "dvc.remote": "/remote"}
+    assert _checked(dict(good)) == good
+    for key, value in (("git.repo", "--upload-pack=touch /tmp/owned"), ("univg.experiment", "main;rm"),
+                       ("dvc.remote", "-x"), ("git.repo", "")):
+        with pytest.raises(LineageError):
+            _checked({**good, key: value})
+    assert experiment_name("crimson otter", "1a2b3c4d-5e6f") == "univg-crimson-otter-1a2b3c4d"
+    assert without_credentials("https://ci-token:s3cret@git.example.com/team/univg.git") == \
+        "https://git.example.com/team/univg.git"

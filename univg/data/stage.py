@@ -38,10 +38,32 @@ def run_data_stage(params: Params, out_dir: Path | None = None) -> dict[str, Any
         return card
 
 
-def _split_of(record_id: str, test_share: float = 0.05) -> str:
-    """Deterministic split by id hash, so re-imports never move a record between splits."""
-    bucket = int(hashlib.sha1(record_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+def _split_of(key: str, test_share: float = 0.05) -> str:
+    """Deterministic split by a key's hash, so re-imports never move a record between splits."""
+    bucket = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "test" if bucket < test_share else "train"
+
+
+def image_groups(records: list[dict[str, Any]]) -> list[str]:
+    """Per record, the key of its group: records that share any image, directly or through others,
+    form one group, keyed by its first image path in sorted order. Splitting by group keeps every
+    image on one side (video frames, several questions about one picture), which the validation
+    suite's pixel leak check would otherwise find."""
+    parent: dict[str, str] = {}
+
+    def find(item: str) -> str:
+        while parent.setdefault(item, item) != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    for record in records:
+        first, *rest = [str(p) for p in record["images"]]
+        for other in rest:
+            a, b = find(first), find(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)  # the smallest path is the root: the key is stable
+    return [find(str(record["images"][0])) for record in records]
 
 
 def import_records(fmt: str, path: Path, out_dir: Path, image_root: Path | None = None,
@@ -61,8 +83,8 @@ def import_records(fmt: str, path: Path, out_dir: Path, image_root: Path | None 
     source_dir = Path(image_root) if image_root else Path(path).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     splits: dict[str, list[dict]] = {"train": [], "test": []}
-    for record in loaded.records:
-        splits[_split_of(record["id"])].append(rebase_images(record, source_dir, out_dir))
+    for record, group in zip(loaded.records, image_groups(loaded.records), strict=True):
+        splits[_split_of(group)].append(rebase_images(record, source_dir, out_dir))
     for split, rows in splits.items():
         write_jsonl(out_dir / f"{split}.jsonl", rows)
     write_jsonl(out_dir / "quarantine.jsonl", loaded.quarantined)

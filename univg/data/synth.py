@@ -171,12 +171,26 @@ def generate_dataset(cfg: DataConfig, out_dir: Path | None = None, progress: boo
         splits[split] = generate_split(cfg, split, out_dir, progress)
         write_jsonl(out_dir / f"{split}.jsonl", splits[split])
     card = dataset_card(cfg, splits)
+    # Downstream stages depend on this card and the JSONL files, not on the thousands of image
+    # files (checking those on every `dvc repro` was most of its no-op time): the digest makes
+    # the card change whenever any image does.
+    card["images_sha256"] = folder_digest(out_dir / "images")
     write_text_atomic(out_dir / "README.md", card_markdown(card))
     write_text_atomic(out_dir / "card.json", json.dumps(card, indent=2) + "\n")  # last: the run finished
     return card
 
 
 # ----------------------------------------------------------------------------- dataset card
+def folder_digest(folder: Path) -> str:
+    """sha256 over every file of `folder` (relative path and bytes), in sorted order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
 def _stats(values: Sequence[float]) -> dict[str, float]:
     if not values:
         return {"min": 0, "mean": 0, "max": 0}

@@ -201,7 +201,8 @@ RESUMABLE_ACROSS = frozenset({
 })
 
 
-def input_fingerprint(train_file: Path, init_model: str, profile: Any, answer_format: str) -> dict[str, Any]:
+def input_fingerprint(train_file: Path, init_model: str, profile: Any, answer_format: str,
+                      family: str = "") -> dict[str, Any]:
     """What a stage's checkpoints depend on: resuming is only valid while all of this is unchanged.
 
     Everything in the profile counts except RESUMABLE_ACROSS (extending a run is a resume); a
@@ -213,7 +214,8 @@ def input_fingerprint(train_file: Path, init_model: str, profile: Any, answer_fo
     else:
         init_id = str(init_model)
     settings = {k: v for k, v in profile.model_dump(mode="json").items() if k not in RESUMABLE_ACROSS}
-    return {"train_file_md5": file_md5(train_file), "init_model": init_id, "answer_format": answer_format, **settings}
+    return {"train_file_md5": file_md5(train_file), "init_model": init_id, "answer_format": answer_format,
+            **({"family": family} if family else {}), **settings}  # the family decides how targets write boxes
 
 
 def resume_checkpoint(out_dir: str | Path, resume: str, fingerprint: dict[str, Any]) -> Path | None:

@@ -171,7 +171,7 @@ def train_grpo(
         dataset = load_prompts(records, answer_format, family, limits_of(processor, family))
 
         # --- decide where to start
-        fingerprint = input_fingerprint(train_file, str(init_model), profile, answer_format)
+        fingerprint = input_fingerprint(train_file, str(init_model), profile, answer_format, family.name)
         resume_from = resume_checkpoint(out_dir, params.grpo.resume, fingerprint)
 
         # --- build trainer

@@ -225,7 +225,7 @@ def train_sft(
             )
 
         # --- decide where to start
-        fingerprint = input_fingerprint(train_file, str(base_model), profile, answer_format)
+        fingerprint = input_fingerprint(train_file, str(base_model), profile, answer_format, family.name)
         resume_from = resume_checkpoint(out_dir, params.sft.resume, fingerprint)
 
         # --- build trainer
