@@ -94,6 +94,11 @@ def _noop(r):
              _ratio(r["median_s"], r.get("target_s", 3.0)), "<= 3 s")]
 
 
+def _layout(r):
+    return [(f"no-op dvc repro, file deps vs image-folder deps ({r['files']} images, s)", r["file_deps_median_s"],
+             r["folder_deps_median_s"], r["ratio"], "")]
+
+
 def _flow(r):
     return [("Prefect flow overhead (s, per run) vs a default run (s)", r["overhead_s"], r.get("default_run_s"),
              r.get("overhead_share"), "<= 0.05")]
@@ -108,6 +113,7 @@ BENCHES = [
     Bench("dataset_memory", "dataset_memory.py", [], ["--sizes", "500", "5000", "--eager-max", "500"], _memory,
           writes_out=True),
     Bench("serve_load", "serve_load.py", [], ["--quick"], _serve, writes_out=True),
+    Bench("dvc_noop_layout", "dvc_noop_layout.py", [], ["--repeats", "3"], _layout, writes_out=True),
     Bench("dvc_noop", "dvc_noop.py", [], ["--repeats", "3"], _noop, writes_out=True, needs_pipeline=True),
     Bench("flow_overhead", "flow_overhead.py", [], ["--repeats", "1"], _flow, writes_out=True, needs_pipeline=True),
 ]
