@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from univg.config import load_params
+    from univg.models.family import FAMILIES
+    from univg.train.examples import read_training_records
     from univg.train.grpo import load_prompts
 
     batch = args.prompts * args.generations
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="univg-grpo-bench-") as tmp:
         scratch = Path(tmp)
         train_file, base = build_inputs(params, args.per_task, scratch, with_cot=False)
-        dataset = load_prompts(train_file, None, params.cot.answer_format)
+        # the tiny model is a Qwen2-VL: boxes in 0..1000, as the records hold them
+        dataset = load_prompts(read_training_records(train_file), params.cot.answer_format, FAMILIES["qwen2_vl"], None)
         for rep in range(args.reps):
             order = ("plain", "weighted") if rep % 2 == 0 else ("weighted", "plain")
             for name in order:
