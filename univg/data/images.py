@@ -15,9 +15,10 @@ The rules, the same at every entry point (import, CoT, datasets, eval, serve):
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -125,34 +126,29 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def header_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
-    """(width, height) of an image from its header, size rules checked; pixels are not decoded."""
+def _read(path: str | Path, max_pixels: int, read: Callable[[Image.Image], Any], failure: str) -> Any:
+    """`read(image)` of a file that exists and passes the header's size rules, or ImageError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
             check_size(image, path, max_pixels)
-            return image.size
+            return read(image)
     except ImageError:
         raise
-    except Exception as error:  # not an image, or a header PIL cannot read
-        raise ImageError(f"image not readable: {path} ({type(error).__name__}: {error})") from None
+    except Exception as error:  # PIL raises many types for truncated, corrupt or foreign files
+        raise ImageError(f"image not {failure}: {path} ({type(error).__name__}: {error})") from None
+
+
+def header_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image from its header, size rules checked; pixels are not decoded."""
+    return _read(path, max_pixels, lambda image: image.size, "readable")
 
 
 def open_rgb(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open one image fully decoded in RGB, or raise ImageError naming the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"image not found: {path}")
-    try:
-        with Image.open(path) as image:
-            check_size(image, path, max_pixels)
-            return to_rgb(image)
-    except ImageError:
-        raise
-    except Exception as error:  # PIL raises many types for truncated or corrupt files
-        raise ImageError(f"image not decodable: {path} ({type(error).__name__}: {error})") from None
+    return _read(path, max_pixels, to_rgb, "decodable")
 
 
 def pixel_digest(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> str:
