@@ -9,28 +9,50 @@ from transformers import TrainerCallback
 
 
 class StepTimer(TrainerCallback):
-    """Wall and CPU time of each optimizer step.
+    """Wall and CPU clocks at the end of every optimizer step, and TRL's running token count at each log.
 
-    CPU time (this process, all threads) is the figure to compare on a shared machine: wall time
-    there depends on whoever else is running.
+    A step's time is the interval from the previous step's end to its own: loading and collating its
+    batch, forward, backward, the optimizer and logging, everything the run pays per step. The first
+    interval (from the start of training) holds one-off costs and is dropped. CPU time (this process,
+    all threads) is the figure to compare on a shared machine: wall time there depends on whoever
+    else is running.
     """
 
     def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-        self.tokens: list[float] = []  # TRL's running token count, at each logged step
-        self._started = (0.0, 0.0)
+        self.ends: dict[int, tuple[float, float]] = {}  # step -> (wall, cpu) at its end
+        self.tokens: dict[int, float] = {}  # step -> TRL's num_tokens logged after it
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._started = (time.perf_counter(), time.process_time())
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.ends[state.global_step] = (time.perf_counter(), time.process_time())
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.wall.append(time.perf_counter() - self._started[0])
-        self.cpu.append(time.process_time() - self._started[1])
+        self.ends[state.global_step] = (time.perf_counter(), time.process_time())
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "num_tokens" in logs:
-            self.tokens.append(float(logs["num_tokens"]))
+            self.tokens[state.global_step] = float(logs["num_tokens"])
+
+    @property
+    def wall(self) -> list[float]:
+        """Per-step wall seconds, first step dropped."""
+        return self._intervals(0)
+
+    @property
+    def cpu(self) -> list[float]:
+        return self._intervals(1)
+
+    def _intervals(self, clock: int) -> list[float]:
+        steps = sorted(self.ends)
+        return [self.ends[b][clock] - self.ends[a][clock] for a, b in zip(steps[1:], steps[2:])]
+
+    def window(self) -> tuple[int, float, float, float]:
+        """(steps, wall s, cpu s, tokens) between the first and the last logged step: tokens are exact there."""
+        logged = sorted(step for step in self.tokens if step in self.ends)
+        if len(logged) < 2:
+            raise ValueError("fewer than two logged steps: log more often or run more steps")
+        first, last = logged[0], logged[-1]
+        return (last - first, self.ends[last][0] - self.ends[first][0], self.ends[last][1] - self.ends[first][1],
+                self.tokens[last] - self.tokens[first])
 
 
 def build_inputs(params, per_task: int, scratch: Path, with_cot: bool) -> tuple[Path, Path]:

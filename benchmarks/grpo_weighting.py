@@ -3,7 +3,7 @@
 Same tiny Qwen2-VL (params.yaml's model sizes), same mig-synth prompts, same seed and arguments,
 in one process. Runs alternate (plain, weighted, plain, weighted, ...) so that load from other
 processes on a shared machine hits both alike. The first step of every run is dropped (one-off
-costs). Reported: the ratio of median step times, wall and CPU (CPU time of this process is
+costs; a step's time runs from the previous step's end to its own). Reported: the ratio of median step times, wall and CPU (CPU time of this process is
 the steadier figure on a shared box), the ratio of the fastest steps (least disturbed by other
 load), plus the cost of the weighting code alone.
 
@@ -65,7 +65,9 @@ def run_variant(weighted: bool, params, dataset, model_dir: Path, out_dir: Path,
     trainer.remove_callback(PrinterCallback)  # keep the output to the report
     trainer.train()
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
-    return {"wall": timer.wall[1:], "cpu": timer.cpu[1:], "mean_length": statistics.fmean(lengths)}
+    steps, wall, _, tokens = timer.window()
+    return {"wall": timer.wall, "cpu": timer.cpu, "mean_length": statistics.fmean(lengths),
+            "tokens_per_second": tokens / wall}
 
 
 def weighting_cost_ms(completions: int, generations: int, repeats: int = 2000) -> float:
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     timings: dict[str, dict[str, list[float]]] = {"plain": {"wall": [], "cpu": []}, "weighted": {"wall": [], "cpu": []}}
     lengths: dict[str, list[float]] = {"plain": [], "weighted": []}
+    token_rates: dict[str, list[float]] = {"plain": [], "weighted": []}
     with tempfile.TemporaryDirectory(prefix="univg-grpo-bench-") as tmp:
         scratch = Path(tmp)
         train_file, base = build_inputs(params, args.per_task, scratch, with_cot=False)
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 timings[name]["wall"] += result["wall"]
                 timings[name]["cpu"] += result["cpu"]
                 lengths[name].append(result["mean_length"])
+                token_rates[name].append(result["tokens_per_second"])
 
     median = {name: {kind: statistics.median(values) for kind, values in kinds.items()}
               for name, kinds in timings.items()}
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_wall_fastest": round(min(timings["weighted"]["wall"]) / min(timings["plain"]["wall"]), 4),
         "ratio_cpu": round(median["weighted"]["cpu"] / median["plain"]["cpu"], 4),
         "mean_completion_length": {k: round(statistics.fmean(v), 2) for k, v in lengths.items()},
+        # prompt + completion tokens (TRL's num_tokens) per second of training, generation included
+        "tokens_per_second": {k: round(statistics.median(v), 1) for k, v in token_rates.items()},
         "weighting_code_ms_per_generation_batch": round(weighting_cost_ms(batch, args.generations), 4),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "target_ratio": 1.05,

@@ -2,19 +2,29 @@
 
     python benchmarks/hardware.py            # prints {"matmul_gflops": ..., "threads": ...}
 
-Model FLOPs of a training step are counted the usual way (Kaplan et al.; PaLM's MFU): 6 x
-non-embedding parameters x tokens for the weights (forward 2, backward 4), plus 12 x layers x width
-x sequence length per token for attention scores. Vision-tower parameters count once per text token
-here, which overstates the vision cost a little; the fraction is a guide, not an exact MFU.
+Model FLOPs of a training step are counted as in the MFU literature (Kaplan et al.; PaLM): 6 FLOPs
+per matmul parameter per position it runs on (forward 2, backward 4), plus attention scores. For a
+Qwen-VL model the parameters run on different positions, so each group is counted on its own:
+
+  text decoder, output head   every text position (image placeholders included), padding excluded
+  vision tower                every image patch (before the 2x2 merge)
+  patch merger                every merged image token
+  attention                   12 x layers x width x the sequence it attends over, per position
+                              (the text sequence; each image's own patches in the vision tower)
+
+The input embedding is a lookup, not a matmul, and is not counted. Padding positions cost compute
+but are not useful work, so they are not counted either: less padding shows up as a higher fraction.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from typing import Any
 
 
-def matmul_peak(size: int = 1024, repeats: int = 20) -> dict[str, float]:
+def matmul_peak(size: int = 1024, repeats: int = 100) -> dict[str, float]:
     """Best-of-`repeats` fp32 GFLOP/s of a square matmul with torch's threads (2 n^3 per product)."""
     import torch
 
@@ -28,16 +38,44 @@ def matmul_peak(size: int = 1024, repeats: int = 20) -> dict[str, float]:
     return {"matmul_gflops": round(2 * size**3 / best / 1e9, 2), "matmul_size": size, "threads": torch.get_num_threads()}
 
 
-def non_embedding_parameters(model) -> int:
-    """Parameters outside the token embedding and the output head (they cost a lookup, not a matmul per token)."""
-    skip = {id(p) for module in (model.get_input_embeddings(), model.get_output_embeddings()) if module is not None
-            for p in module.parameters()}
-    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+def _count(module: Any, skip: set[int] = frozenset()) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters() if id(p) not in skip)
 
 
-def training_flops(non_embedding: int, tokens: int, layers: int, width: int, mean_length: float) -> float:
-    """Model FLOPs of training on `tokens` tokens (see the module docstring)."""
-    return 6.0 * non_embedding * tokens + 12.0 * layers * width * mean_length * tokens
+def parameter_groups(model: Any) -> dict[str, int]:
+    """Matmul parameters by the positions they run on: text, head, vision (patches), merger (merged tokens)."""
+    embedding = {id(p) for p in model.get_input_embeddings().parameters()}
+    head = model.get_output_embeddings()
+    head_count = 0 if head is None or any(id(p) in embedding for p in head.parameters()) else _count(head)
+    visual = getattr(getattr(model, "model", model), "visual", None)
+    merger = getattr(visual, "merger", None)
+    vision = _count(visual) - _count(merger)
+    text = _count(model, embedding) - head_count - _count(visual)
+    return {"text": text, "head": head_count, "vision": vision, "merger": _count(merger)}
+
+
+def non_embedding_parameters(model: Any) -> int:
+    """All matmul parameters (everything but the input embedding lookup)."""
+    return sum(parameter_groups(model).values())
+
+
+def sample_flops(model: Any, tokens: int, image_patches: Sequence[int]) -> dict[str, float]:
+    """Training FLOPs of one sample of `tokens` text positions and images of `image_patches` patches each."""
+    groups = parameter_groups(model)
+    text, vision = model.config.text_config, getattr(model.config, "vision_config", None)
+    merge = getattr(vision, "spatial_merge_size", 2) ** 2
+    patches = sum(image_patches)
+    flops = {
+        "text": 6.0 * groups["text"] * tokens,
+        "head": 6.0 * groups["head"] * tokens,
+        "vision": 6.0 * groups["vision"] * patches,
+        "merger": 6.0 * groups["merger"] * patches / merge,
+        "attention": 12.0 * text.num_hidden_layers * text.hidden_size * tokens * tokens,
+    }
+    if vision is not None:
+        width = getattr(vision, "embed_dim", None) or vision.hidden_size
+        flops["attention"] += 12.0 * vision.depth * width * sum(n * n for n in image_patches)
+    return flops
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ def _ratio(a: float, b: float) -> float | None:
 
 def _grpo(r):
     return [("GRPO step, weighted vs plain TRL (wall)", r["weighted_step_s"]["wall"], r["plain_step_s"]["wall"],
-             r["ratio_wall"], "<= 1.05x")]
+             r["ratio_wall"], "<= 1.05x"),
+            ("GRPO tokens/s (prompt + completion, generation included)", r["tokens_per_second"]["weighted"], None,
+             None, "")]
 
 
 def _eval(r):
@@ -108,7 +110,7 @@ BENCHES = [
     Bench("grpo_weighting", "grpo_weighting.py", [], ["--steps", "4", "--reps", "2"], _grpo),
     Bench("eval_batching", "eval_batching.py", [], ["--per-task", "4", "--repeats", "1"], _eval, writes_out=True,
           env={"OMP_NUM_THREADS": "1"}),
-    Bench("sft_throughput", "sft_throughput.py", [], ["--steps", "6", "--per-task", "4"], _sft),
+    Bench("sft_throughput", "sft_throughput.py", [], ["--steps", "11", "--per-task", "20"], _sft),
     Bench("validate_throughput", "validate_throughput.py", [], ["--rows", "10000"], _validate),
     Bench("dataset_memory", "dataset_memory.py", [], ["--sizes", "500", "5000", "--eager-max", "500"], _memory,
           writes_out=True),

@@ -133,7 +133,17 @@ def test_drop_overlong_drops_whole_samples(processor, examples):
     assert [d["id"] for d in dropped] == [e["id"] for e, n in zip(examples, lengths, strict=True) if n > cutoff]
     assert len(dropped) == 2 and len(kept) == 4
     assert all(d["length"] > cutoff and "exceeds max_length" in d["reason"] for d in dropped)
-    assert kept == [e for e, n in zip(examples, lengths, strict=True) if n <= cutoff]  # untouched, not cut
+    # untouched, not cut; each carries its length for the length-grouped sampler
+    assert kept == [{**e, "length": n} for e, n in zip(examples, lengths, strict=True) if n <= cutoff]
+
+
+def test_group_by_length_reaches_the_trainer_with_the_lengths_it_sorts_by():
+    from univg.config import SFTProfile
+    from univg.train.sft import LENGTH_KEY, sft_arguments
+
+    grouped = sft_arguments(SFTProfile(learning_rate=1e-3, group_by_length=True), "out")
+    assert grouped["train_sampling_strategy"] == "group_by_length" and grouped["length_column_name"] == LENGTH_KEY
+    assert sft_arguments(SFTProfile(learning_rate=1e-3), "out")["train_sampling_strategy"] == "random"
 
 
 # ----------------------------------------------------------------------------- training

@@ -47,6 +47,7 @@ from univg.train.examples import (
 SAMPLE_EXAMPLES = 4  # drawn every `sample_every_steps`: a handful is enough to see the trend
 DROPPED_FILE = "dropped.jsonl"
 SUMMARY_FILE = "summary.json"
+LENGTH_KEY = "length"  # an example's token length, images included (the length-grouped sampler reads it)
 SUMMARY_METRICS = ("samples_per_second", "train_seconds", "steps_this_run", "train_loss_first", "train_loss_last")
 
 
@@ -62,6 +63,9 @@ def sft_arguments(profile: Any, out_dir: str | Path, max_steps: int | None = Non
         padding_free=False,
         loss_type="nll",
         dataset_kwargs={"skip_prepare_dataset": True},
+        # reads each example's "length", set by drop_overlong
+        train_sampling_strategy="group_by_length" if profile.group_by_length else "random",
+        length_column_name=LENGTH_KEY,
     )
     return kwargs
 
@@ -138,12 +142,13 @@ def _fast_lengths(examples: Sequence[dict[str, Any]], processor: Any) -> list[in
 def drop_overlong(
     examples: list[dict[str, Any]], processor: Any, max_length: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(kept examples, dropped rows {id, task, length, max_length, reason}) for a token cutoff."""
+    """(kept examples, each with its token length under LENGTH_KEY; dropped rows {id, task, length, max_length,
+    reason}) for a token cutoff."""
     lengths = sequence_lengths(examples, processor)
     kept, dropped = [], []
     for example, length in zip(examples, lengths, strict=True):
         if length <= max_length:
-            kept.append(example)
+            kept.append({**example, LENGTH_KEY: length})
         else:
             reason = f"sequence of {length} tokens (images included) exceeds max_length {max_length}"
             dropped.append({"id": example["id"], "task": example["task"], "length": length,
