@@ -43,7 +43,7 @@ class StepTimer(TrainerCallback):
 
     def _intervals(self, clock: int) -> list[float]:
         steps = sorted(self.ends)
-        return [self.ends[b][clock] - self.ends[a][clock] for a, b in zip(steps[1:], steps[2:])]
+        return [self.ends[b][clock] - self.ends[a][clock] for a, b in zip(steps[1:-1], steps[2:], strict=True)]
 
     def window(self) -> tuple[int, float, float, float]:
         """(steps, wall s, cpu s, tokens) between the first and the last logged step: tokens are exact there."""
