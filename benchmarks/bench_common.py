@@ -1,4 +1,5 @@
-"""Pieces the training benchmarks share: a per-step timer and tiny inputs built in a scratch folder."""
+"""Pieces the training benchmarks share: a per-step timer, tiny inputs built in a scratch folder, and the
+image patches a sample feeds the vision tower (for the FLOP count of benchmarks/hardware.py)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,10 @@ def build_inputs(params, per_task: int, scratch: Path, with_cot: bool) -> tuple[
         train_file = cot_file
     build_tiny_model(params.model, corpus_from_records([train_file]), scratch / "base")
     return train_file, scratch / "base"
+
+
+def image_patches(model, processor, image_sizes) -> list[int]:
+    """Patches the vision tower sees for images of these (width, height) sizes, after the processor's resize."""
+    merge = model.config.vision_config.spatial_merge_size ** 2
+    merged = processor._get_num_multimodal_tokens(image_sizes=[(h, w) for w, h in image_sizes])["num_image_tokens"]
+    return [n * merge for n in merged]

@@ -32,7 +32,8 @@ def dvc(*args: str) -> list[str]:
 
 
 def stale_stages(repo: Path) -> dict:
-    done = subprocess.run(dvc("status", "--json"), cwd=repo, capture_output=True, text=True, timeout=300)
+    """Stale stages of the root pipeline (dvc.yaml), the one `dvc repro` runs (pretrain/dvc.yaml is separate)."""
+    done = subprocess.run(dvc("status", "--json", "dvc.yaml"), cwd=repo, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise SystemExit(f"error: dvc status failed in {repo}:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout or "{}")

@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import StepTimer, build_inputs
+from bench_common import StepTimer, build_inputs, image_patches
+from hardware import matmul_peak
 from transformers.trainer_callback import PrinterCallback
 
 
@@ -66,8 +67,23 @@ def run_variant(weighted: bool, params, dataset, model_dir: Path, out_dir: Path,
     trainer.train()
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     steps, wall, _, tokens = timer.window()
+    sequences = steps * kwargs["per_device_train_batch_size"] * kwargs["gradient_accumulation_steps"]
     return {"wall": timer.wall, "cpu": timer.cpu, "mean_length": statistics.fmean(lengths),
-            "tokens_per_second": tokens / wall}
+            "tokens_per_second": tokens / wall,
+            "gflops": achieved_gflops(model, processor, dataset, tokens / sequences, sequences, wall, profile.beta)}
+
+
+def achieved_gflops(model, processor, dataset, tokens_per_sequence: float, sequences: int, wall: float,
+                    beta: float) -> float:
+    """Model GFLOP/s of the timed steps. Per sequence (prompt + completion): the training pass
+    (hardware.sample_flops), plus a forward pass to generate it (prefill and cached decoding do the
+    forward's matmuls once per position) and one more for the reference model when beta > 0."""
+    from hardware import sample_flops
+
+    per_sequence = statistics.fmean(
+        sum(sample_flops(model, tokens_per_sequence, image_patches(model, processor, sizes)).values())
+        for sizes in dataset["image_sizes"])
+    return per_sequence * (1 + 1 / 3 + (1 / 3 if beta > 0 else 0)) * sequences / wall / 1e9
 
 
 def weighting_cost_ms(completions: int, generations: int, repeats: int = 2000) -> float:
@@ -103,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, dict[str, list[float]]] = {"plain": {"wall": [], "cpu": []}, "weighted": {"wall": [], "cpu": []}}
     lengths: dict[str, list[float]] = {"plain": [], "weighted": []}
     token_rates: dict[str, list[float]] = {"plain": [], "weighted": []}
+    gflops: dict[str, list[float]] = {"plain": [], "weighted": []}
+    peak = matmul_peak()
     with tempfile.TemporaryDirectory(prefix="univg-grpo-bench-") as tmp:
         scratch = Path(tmp)
         train_file, base = build_inputs(params, args.per_task, scratch, with_cot=False)
@@ -116,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 timings[name]["cpu"] += result["cpu"]
                 lengths[name].append(result["mean_length"])
                 token_rates[name].append(result["tokens_per_second"])
+                gflops[name].append(result["gflops"])
 
     median = {name: {kind: statistics.median(values) for kind, values in kinds.items()}
               for name, kinds in timings.items()}
@@ -132,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         "mean_completion_length": {k: round(statistics.fmean(v), 2) for k, v in lengths.items()},
         # prompt + completion tokens (TRL's num_tokens) per second of training, generation included
         "tokens_per_second": {k: round(statistics.median(v), 1) for k, v in token_rates.items()},
+        "achieved_gflops": {k: round(statistics.median(v), 2) for k, v in gflops.items()},
+        **peak,
+        "fraction_of_matmul_peak": round(statistics.median(gflops["weighted"]) / peak["matmul_gflops"], 4),
         "weighting_code_ms_per_generation_batch": round(weighting_cost_ms(batch, args.generations), 4),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "target_ratio": 1.05,

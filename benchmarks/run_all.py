@@ -6,9 +6,11 @@ Runs each benchmark of this folder in its own process (so one's memory and threa
 the next), reads the JSON it prints or writes, and prints one row per figure: the value, its
 baseline measured in the same run, the ratio and the target. The machine's fp32 matmul rate is
 measured first (benchmarks/hardware.py): SFT's achieved FLOP/s are given as a fraction of it.
-Figures that need an up-to-date pipeline checkout (no-op `dvc repro`, Prefect flow overhead) are
-skipped, with the reason, when `dvc status` says the checkout is stale; run `make run` first.
-`--quick` shrinks every benchmark to a few minutes in all. Nothing here asserts: figures on a
+Figures that need an up-to-date pipeline checkout (no-op `dvc repro`, Prefect flow overhead, the
+eval settings on the trained model) are skipped, with the reason, when `dvc status` says the
+checkout is stale; run `make run` first. The full run starts with the whole default pipeline from
+scratch in a copy (per-stage wall time and peak RSS, 15-25 minutes on 2 cores); `--quick` runs
+that on the test suite's tiny params and shrinks every benchmark, a few minutes in all. Nothing here asserts: figures on a
 shared machine move with its load, so each row carries the 1-minute load average of its run.
 """
 
@@ -50,7 +52,9 @@ def _grpo(r):
     return [("GRPO step, weighted vs plain TRL (wall)", r["weighted_step_s"]["wall"], r["plain_step_s"]["wall"],
              r["ratio_wall"], "<= 1.05x"),
             ("GRPO tokens/s (prompt + completion, generation included)", r["tokens_per_second"]["weighted"], None,
-             None, "")]
+             None, ""),
+            ("GRPO achieved GFLOP/s vs fp32 matmul peak", r["achieved_gflops"]["weighted"], r["matmul_gflops"],
+             r["fraction_of_matmul_peak"], "")]
 
 
 def _eval(r):
@@ -101,15 +105,31 @@ def _layout(r):
              r["folder_deps_median_s"], r["ratio"], "")]
 
 
+def _stages(r):
+    rows = [(f"pipeline stage {s['stage']}: wall s / peak RSS MiB", s["wall_s"], None, None, f"{s['peak_rss_mib']} MiB")
+            for s in r["stages"]]
+    return rows + [(f"{r['params']} pipeline from scratch, all stages (wall s)", r["total_wall_s"], None, None,
+                    f"peak {r['peak_rss_mib']} MiB")]
+
+
+def _eval_speed(r):
+    return [(f"eval setting '{name}' vs the baseline (samples/s)", v["samples_per_second"],
+             r["variants"]["baseline"]["samples_per_second"], v["speed_vs_baseline"], "")
+            for name, v in r["variants"].items() if name != "baseline"]
+
+
 def _flow(r):
     return [("Prefect flow overhead (s, per run) vs a default run (s)", r["overhead_s"], r.get("default_run_s"),
              r.get("overhead_share"), "<= 0.05")]
 
 
 BENCHES = [
+    Bench("pipeline_stages", "pipeline_stages.py", [], ["--tiny"], _stages, writes_out=True),
     Bench("grpo_weighting", "grpo_weighting.py", [], ["--steps", "4", "--reps", "2"], _grpo),
     Bench("eval_batching", "eval_batching.py", [], ["--per-task", "4", "--repeats", "1"], _eval, writes_out=True,
           env={"OMP_NUM_THREADS": "1"}),
+    Bench("eval_speed", "eval_speed.py", [], ["--per-task", "4", "--repeats", "1", "--batch-sizes", "64"], _eval_speed,
+          writes_out=True, needs_pipeline=True),
     Bench("sft_throughput", "sft_throughput.py", [], ["--steps", "11", "--per-task", "20"], _sft),
     Bench("validate_throughput", "validate_throughput.py", [], ["--rows", "10000"], _validate),
     Bench("dataset_memory", "dataset_memory.py", [], ["--sizes", "500", "5000", "--eager-max", "500"], _memory,
@@ -123,7 +143,7 @@ BENCHES = [
 
 def pipeline_is_current() -> str | None:
     """None when `dvc status` finds nothing stale here, else why not."""
-    done = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", "dvc.yaml"], cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         return "dvc status failed: " + " ".join((done.stderr or done.stdout).split())[-160:]
     stale = json.loads(done.stdout or "{}")

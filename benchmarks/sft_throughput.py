@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import StepTimer, build_inputs
+from bench_common import StepTimer, build_inputs, image_patches
 from hardware import matmul_peak, parameter_groups, sample_flops
 
 
@@ -53,13 +53,10 @@ def dataset_flops_per_token(params, train_file: Path, base: Path) -> tuple[dict[
     family = family_of(model, params.model.family)
     examples = load_examples(train_file, answer_format=params.cot.answer_format, family=family,
                              limits=limits_of(processor, family))
-    merge = model.config.vision_config.spatial_merge_size ** 2
     totals: dict[str, float] = {}
     lengths = sequence_lengths(examples, processor)
     for example, length in zip(examples, lengths, strict=True):
-        sizes = [(height, width) for width, height in example["image_sizes"]]
-        merged = processor._get_num_multimodal_tokens(image_sizes=sizes)["num_image_tokens"]
-        for part, value in sample_flops(model, length, [n * merge for n in merged]).items():
+        for part, value in sample_flops(model, length, image_patches(model, processor, example["image_sizes"])).items():
             totals[part] = totals.get(part, 0.0) + value
     return {part: value / sum(lengths) for part, value in totals.items()}, parameter_groups(model)
 

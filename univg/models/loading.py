@@ -365,7 +365,8 @@ def load_model_and_processor(
     """Load (model, processor) from a folder, adapter folder, hub id or MLflow URI.
 
     dtype: None/'auto' keeps the checkpoint's dtype; 'float32', 'bfloat16' or a torch.dtype casts.
-    device: None leaves the model on CPU, 'auto' picks CUDA when present (bf16), else any torch device\n      (see choose_placement).
+    device: None leaves the model on CPU, 'auto' picks CUDA when present (bf16), else any torch device
+      (see choose_placement).
     trainable: keep a LoRA adapter unmerged and trainable and leave the model in train mode;
       otherwise adapters are merged and the model is put in eval mode.
     max_pixels: cap the processor's image area (the paper trains at 401408 = 512*28*28).
