@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="mig-synth test records")
     parser.add_argument("--per-task", type=int, default=10, help="records per task (10 tasks)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each variant; the fastest counts")
-    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[8, 32], help="batch sizes to try besides eval's")
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[16, 64], help="batch sizes to try besides eval's")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="params file (eval settings)")
     parser.add_argument("--out", type=Path, default=None, help="also write the result JSON here")
     return parser.parse_args(argv)
