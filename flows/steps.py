@@ -181,8 +181,10 @@ def save_experiment(root: Path, name: str, env: dict[str, str]) -> dict[str, Any
     if not (Path(root) / ".git").exists():
         return {"experiment": None, "reason": "not a git repository: DVC experiments need git"}
     include = [flag for path in untracked_results(root) for flag in ("-I", path)]
-    done = subprocess.run([executable("dvc"), "exp", "save", "--name", name, "--force", *include], cwd=root, env=env,
-                          capture_output=True, text=True)
+    # dvc.yaml as the target: without one, `exp save` force-commits every stage of the repository, and
+    # would write pretrain/dvc.lock as if univg-tiny had been rebuilt from today's code
+    done = subprocess.run([executable("dvc"), "exp", "save", "--name", name, "--force", *include, "dvc.yaml"],
+                          cwd=root, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"dvc exp save failed: {(done.stderr or done.stdout).strip()[-1000:]}")
     return {"experiment": name}

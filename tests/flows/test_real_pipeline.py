@@ -50,6 +50,10 @@ def test_real_pipeline_deployment_ends_with_a_registered_model_and_a_decision(tm
         pytest.skip("no dvc.yaml in this checkout")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the checkout's own sqlite store
     repo = copy_checkout(tmp_path / "checkout")
+    # univg-tiny's own pipeline, made stale on purpose: a flow run must leave its lock file alone
+    pretrain_lock = repo / "pretrain" / "dvc.lock"
+    pretrain_lock.write_text(pretrain_lock.read_text().replace("md5: ", "md5: 0", 1))
+    pretrain_before = pretrain_lock.read_bytes()
     home = tmp_path / "prefect-home"
     server, api_url = deploy.start_server(home, deploy.free_port(), timeout=120)
     worker = None
@@ -75,6 +79,7 @@ def test_real_pipeline_deployment_ends_with_a_registered_model_and_a_decision(tm
 
     stages = list(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
     assert stages[-1] == "promote"
+    assert pretrain_lock.read_bytes() == pretrain_before, "the flow committed pretrain/dvc.yaml's stage"
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
     assert {"base", "sft", "grpo"} <= set(metrics)
     promotion = json.loads((repo / "metrics" / "promotion.json").read_text())
