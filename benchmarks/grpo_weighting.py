@@ -78,10 +78,11 @@ def achieved_gflops(model, processor, dataset, tokens_per_sequence: float, seque
     """Model GFLOP/s of the timed steps. Per sequence (prompt + completion): the training pass
     (hardware.sample_flops), plus a forward pass to generate it (prefill and cached decoding do the
     forward's matmuls once per position) and one more for the reference model when beta > 0."""
-    from hardware import sample_flops
+    from hardware import parameter_groups, sample_flops
 
+    groups = parameter_groups(model)
     per_sequence = statistics.fmean(
-        sum(sample_flops(model, tokens_per_sequence, image_patches(model, processor, sizes)).values())
+        sum(sample_flops(model, tokens_per_sequence, image_patches(model, processor, sizes), groups).values())
         for sizes in dataset["image_sizes"])
     return per_sequence * (1 + 1 / 3 + (1 / 3 if beta > 0 else 0)) * sequences / wall / 1e9
 

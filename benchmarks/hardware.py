@@ -54,14 +54,11 @@ def parameter_groups(model: Any) -> dict[str, int]:
     return {"text": text, "head": head_count, "vision": vision, "merger": _count(merger)}
 
 
-def non_embedding_parameters(model: Any) -> int:
-    """All matmul parameters (everything but the input embedding lookup)."""
-    return sum(parameter_groups(model).values())
-
-
-def sample_flops(model: Any, tokens: int, image_patches: Sequence[int]) -> dict[str, float]:
-    """Training FLOPs of one sample of `tokens` text positions and images of `image_patches` patches each."""
-    groups = parameter_groups(model)
+def sample_flops(model: Any, tokens: int, image_patches: Sequence[int],
+                 groups: dict[str, int] | None = None) -> dict[str, float]:
+    """Training FLOPs of one sample of `tokens` text positions and images of `image_patches` patches each
+    (`groups`: the model's parameter_groups, when the caller counts many samples)."""
+    groups = groups or parameter_groups(model)
     text, vision = model.config.text_config, getattr(model.config, "vision_config", None)
     merge = getattr(vision, "spatial_merge_size", 2) ** 2
     patches = sum(image_patches)

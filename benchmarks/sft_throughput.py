@@ -53,12 +53,13 @@ def dataset_flops_per_token(params, train_file: Path, base: Path) -> tuple[dict[
     family = family_of(model, params.model.family)
     examples = load_examples(train_file, answer_format=params.cot.answer_format, family=family,
                              limits=limits_of(processor, family))
-    totals: dict[str, float] = {}
+    groups, totals = parameter_groups(model), {}
     lengths = sequence_lengths(examples, processor)
     for example, length in zip(examples, lengths, strict=True):
-        for part, value in sample_flops(model, length, image_patches(model, processor, example["image_sizes"])).items():
+        patches = image_patches(model, processor, example["image_sizes"])
+        for part, value in sample_flops(model, length, patches, groups).items():
             totals[part] = totals.get(part, 0.0) + value
-    return {part: value / sum(lengths) for part, value in totals.items()}, parameter_groups(model)
+    return {part: value / sum(lengths) for part, value in totals.items()}, groups
 
 
 def main(argv: list[str] | None = None) -> int:
